@@ -1,0 +1,142 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadDesignExample(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/good.yaml"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("Load(good.yaml) = %v", err)
+	}
+	if len(c.Jobs) != 1 || c.Jobs[0].JenkinsJob != "folder/unit-tests" || !c.Jobs[0].IsVoting() {
+		t.Errorf("jobs = %+v; want one voting job folder/unit-tests", c.Jobs)
+	}
+	if c.Jobs[0].Events[1].Comment != `(?mi)^\s*recheck\s*$` {
+		t.Errorf("comment = %q", c.Jobs[0].Events[1].Comment)
+	}
+	if c.Vote.Outdated != "post" || c.Parser.MaxEventBytes != 1<<20 {
+		t.Errorf("defaults not applied: %+v %+v", c.Vote, c.Parser)
+	}
+	if c.Listen.For("monitor") != "127.0.0.1:9104" {
+		t.Errorf("Listen.For(monitor) = %q", c.Listen.For("monitor"))
+	}
+}
+
+func TestLoadFromEnv(t *testing.T) {
+	env := map[string]string{"GERRITFLOW_CONFIG": "testdata/good.yaml"}
+	if _, err := Load(nil, func(k string) string { return env[k] }); err != nil {
+		t.Fatalf("Load with GERRITFLOW_CONFIG = %v", err)
+	}
+	if _, err := Load(nil, func(string) string { return "" }); err != ErrNoConfig {
+		t.Errorf("Load with nothing = %v; want ErrNoConfig", err)
+	}
+	if _, err := Load([]string{"--verbose"}, func(string) string { return "" }); err == nil {
+		t.Error("Load(--verbose) = nil error; want a flag error")
+	}
+}
+
+// TestBadConfig changes one thing of the good file at a time; each error must name its key.
+func TestBadConfig(t *testing.T) {
+	good, err := os.ReadFile("testdata/good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"unknown key", "creds: \"\"", "cred: \"\"", "field cred not found"},
+		{"bad nats url", "nats://127.0.0.1:4222", "http://x:1", "nats.url"},
+		{"bad kinesis start", "start: latest", "start: earliest", "kinesis.start"},
+		{"bad regexp", `'(?mi)^\s*recheck\s*$'`, `'(recheck'`, "jobs[0].events[1].comment"},
+		{"bad event type", "type: patchset-created", "type: patchset-uploaded", "jobs[0].events[0].type"},
+		{"bad project regex", `"regex:^infra/.*"`, `"regex:(["`, "jobs[0].projects[2]"},
+		{"missing jenkins job", "jenkins_job: folder/unit-tests", "jenkins_job: \"\"", "jobs[0].jenkins_job"},
+		{"bad notify", "notify: OWNER", "notify: EVERYONE", "vote.notify"},
+		{"bad listen", `bridge: "127.0.0.1:9101"`, `bridge: "nowhere"`, "listen.bridge"},
+		{"reserved parameter", `EXTRA: "value"`, `GERRIT_PROJECT: "x"`, "jobs[0].parameters.GERRIT_PROJECT"},
+		{"bad duration", "nats:     { url: nats://127.0.0.1:4222, creds: \"\" }", "nats: { url: nats://127.0.0.1:4222 }\nmonitor: { poll_interval: often }", "not a duration"},
+		{"positive failure", "failure: -1", "failure: 1", "vote.failure"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !bytes.Contains(good, []byte(tt.old)) {
+				t.Fatalf("fixture does not contain %q", tt.old)
+			}
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, bytes.Replace(good, []byte(tt.old), []byte(tt.new), 1), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadFile(p)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("LoadFile = %v; want an error naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	_, err := Parse(strings.NewReader("vote: { notify: X, outdated: y }\njobs: [ { name: a } ]\n"))
+	if err == nil {
+		t.Fatal("Parse = nil error")
+	}
+	for _, key := range []string{"vote.notify", "vote.outdated", "jobs[0].jenkins_job", "jobs[0].events", "jobs[0].projects"} {
+		if !strings.Contains(err.Error(), key) {
+			t.Errorf("error %q does not name %s", err, key)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("hunter2")
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "token", s)
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %+v %#v", s, s, s, s), buf.String()} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Errorf("Reveal = %q", s.Reveal())
+	}
+	c := &Config{Jenkins: Jenkins{URL: "http://j", TokenEnv: "JT"}}
+	if _, err := c.JenkinsToken(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "jenkins.token_env: environment variable JT") {
+		t.Errorf("JenkinsToken with JT unset = %v; want an error naming jenkins.token_env", err)
+	}
+}
+
+func TestPattern(t *testing.T) {
+	tests := []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"platform/core", "platform/core", true},
+		{"platform/core", "platform/core2", false},
+		{"glob:tools/**", "tools/a/b", true},
+		{"glob:tools/**", "tools", false},
+		{"glob:release/*", "release/1.0", true},
+		{"glob:release/*", "release/1.0/hotfix", false},
+		{"glob:**/docs/**", "docs/a", true},
+		{"glob:src/**/*.go", "src/main.go", true},
+		{"glob:src/**/*.go", "src/a/b/main.go", true},
+		{"glob:a?c", "abc", true},
+		{"glob:a.c", "abc", false},
+		{"regex:^infra/.*", "infra/net", true},
+		{"regex:infra", "my-infra", false},
+	}
+	for _, tt := range tests {
+		p, err := CompilePattern(tt.pattern)
+		if err != nil {
+			t.Fatalf("CompilePattern(%q) = %v", tt.pattern, err)
+		}
+		if got := p.Match(tt.name); got != tt.want {
+			t.Errorf("Pattern(%q).Match(%q) = %v; want %v", tt.pattern, tt.name, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,184 @@
+// Package streams holds the JetStream streams, durable consumers and KV buckets
+// gerritflow needs, as the JSON that `nats stream add --config`, `nats consumer
+// add --config` and the server API read (durations in nanoseconds).
+//
+// Provisioning is one idempotent step run with admin rights (gfctl provision,
+// make dev, tests). Services only Check that what they bind to exists, so that
+// in production each service's NATS user can be least-privilege.
+package streams
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+//go:embed *.json consumers/*.json kv/*.json
+var files embed.FS
+
+// Names of the streams.
+const (
+	GerritRaw    = "GERRIT_RAW"
+	GerritEvents = "GERRIT_EVENTS"
+	CIBuilds     = "CI_BUILDS"
+	CIVotes      = "CI_VOTES"
+	DLQ          = "GERRITFLOW_DLQ"
+)
+
+// Names of the KV buckets.
+const (
+	BucketLeases      = "kinesis_leases"
+	BucketCheckpoints = "kinesis_checkpoints"
+	BucketChanges     = "changes"
+	BucketBuildSets   = "buildsets"
+	BucketBuilds      = "builds"
+	BucketVotes       = "votes"
+)
+
+// Consumer is a durable consumer definition and the stream it reads.
+type Consumer struct {
+	Stream string
+	Config jetstream.ConsumerConfig
+}
+
+// Set is every definition, decoded.
+type Set struct {
+	Streams   []jetstream.StreamConfig
+	Consumers []Consumer
+	Buckets   []jetstream.KeyValueConfig
+}
+
+// Load decodes the embedded definitions, rejecting unknown fields.
+func Load() (*Set, error) {
+	var s Set
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := files.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		switch dir, name := path.Split(p); dir {
+		case "":
+			var c jetstream.StreamConfig
+			if err := decode(data, &c); err != nil {
+				return fmt.Errorf("stream %s: %w", p, err)
+			}
+			s.Streams = append(s.Streams, c)
+		case "consumers/":
+			stream, _, ok := strings.Cut(strings.TrimSuffix(name, ".json"), ".")
+			if !ok {
+				return fmt.Errorf("consumer %s: name it <STREAM>.<durable>.json", p)
+			}
+			var c jetstream.ConsumerConfig
+			if err := decode(data, &c); err != nil {
+				return fmt.Errorf("consumer %s: %w", p, err)
+			}
+			s.Consumers = append(s.Consumers, Consumer{Stream: stream, Config: c})
+		case "kv/":
+			var c jetstream.KeyValueConfig
+			if err := decode(data, &c); err != nil {
+				return fmt.Errorf("kv %s: %w", p, err)
+			}
+			s.Buckets = append(s.Buckets, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func decode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+// ConsumerFor returns the durable consumer definition named durable.
+func (s *Set) ConsumerFor(durable string) (Consumer, bool) {
+	for _, c := range s.Consumers {
+		if c.Config.Durable == durable {
+			return c, true
+		}
+	}
+	return Consumer{}, false
+}
+
+// Provision creates or updates every stream, durable consumer and bucket.
+// Running it twice changes nothing.
+func Provision(ctx context.Context, js jetstream.JetStream) error {
+	s, err := Load()
+	if err != nil {
+		return err
+	}
+	for _, c := range s.Streams {
+		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+			return fmt.Errorf("provision stream %s: %w", c.Name, err)
+		}
+	}
+	for _, c := range s.Consumers {
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
+			return fmt.Errorf("provision consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
+		}
+	}
+	for _, c := range s.Buckets {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {
+			return fmt.Errorf("provision kv %s: %w", c.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Need names what one service binds to.
+type Need struct {
+	Streams   []string
+	Consumers []string // durable names
+	Buckets   []string
+}
+
+// Check reports, in one error, every stream, consumer or bucket of need that
+// does not exist. Services call it at start instead of creating anything.
+func Check(ctx context.Context, js jetstream.JetStream, need Need) error {
+	s, err := Load()
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, name := range need.Streams {
+		if _, err := js.Stream(ctx, name); err != nil {
+			missing = append(missing, fmt.Sprintf("stream %s (%v)", name, err))
+		}
+	}
+	for _, durable := range need.Consumers {
+		c, ok := s.ConsumerFor(durable)
+		if !ok {
+			missing = append(missing, fmt.Sprintf("consumer %s (no definition in streams/consumers)", durable))
+			continue
+		}
+		if _, err := js.Consumer(ctx, c.Stream, durable); err != nil {
+			missing = append(missing, fmt.Sprintf("consumer %s on %s (%v)", durable, c.Stream, err))
+		}
+	}
+	for _, b := range need.Buckets {
+		if _, err := js.KeyValue(ctx, b); err != nil {
+			missing = append(missing, fmt.Sprintf("kv %s (%v)", b, err))
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("not provisioned (run gfctl provision): %w", errors.New(strings.Join(missing, "; ")))
+	}
+	return nil
+}

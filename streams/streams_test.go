@@ -1,0 +1,96 @@
+package streams_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gerritflow/gerritflow/pkg/natstest"
+	"github.com/gerritflow/gerritflow/streams"
+)
+
+func TestDefinitionsDecodeStrictly(t *testing.T) {
+	s, err := streams.Load()
+	if err != nil {
+		t.Fatalf("Load = %v", err)
+	}
+	if len(s.Streams) != 5 || len(s.Consumers) != 4 || len(s.Buckets) != 6 {
+		t.Fatalf("Load = %d streams, %d consumers, %d buckets; want 5, 4, 6", len(s.Streams), len(s.Consumers), len(s.Buckets))
+	}
+	for _, c := range s.Streams {
+		// Event streams keep what an operator needs to replay.
+		if c.Retention != jetstream.LimitsPolicy || c.Storage != jetstream.FileStorage {
+			t.Errorf("stream %s: retention %v storage %v; want limits on file", c.Name, c.Retention, c.Storage)
+		}
+		if c.MaxAge < 7*24*time.Hour {
+			t.Errorf("stream %s: max_age %v; want at least 7 days", c.Name, c.MaxAge)
+		}
+		if c.Duplicates < 2*time.Minute {
+			t.Errorf("stream %s: duplicate_window %v; want at least the 2m default", c.Name, c.Duplicates)
+		}
+	}
+	for _, c := range s.Consumers {
+		cfg := c.Config
+		if cfg.AckPolicy != jetstream.AckExplicitPolicy {
+			t.Errorf("consumer %s: ack policy %v; want explicit", cfg.Durable, cfg.AckPolicy)
+		}
+		if cfg.MaxDeliver <= len(cfg.BackOff) {
+			t.Errorf("consumer %s: max_deliver %d must exceed the %d backoff steps", cfg.Durable, cfg.MaxDeliver, len(cfg.BackOff))
+		}
+		if len(cfg.FilterSubjects) == 0 {
+			t.Errorf("consumer %s: no filter subjects", cfg.Durable)
+		}
+	}
+	for _, name := range []string{"parser", "trigger", "monitor", "voter"} {
+		if _, ok := s.ConsumerFor(name); !ok {
+			t.Errorf("no durable consumer %s", name)
+		}
+	}
+}
+
+func TestProvisionIsIdempotentAndCheckFindsGaps(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	need := streams.Need{Streams: []string{streams.GerritRaw}, Consumers: []string{"parser"}, Buckets: []string{streams.BucketBuilds}}
+	err := streams.Check(ctx, js, need)
+	if err == nil {
+		t.Fatal("Check before Provision = nil; want an error naming what is missing")
+	}
+	for _, want := range []string{"stream GERRIT_RAW", "consumer parser", "kv builds"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Check error %q does not name %q", err, want)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := streams.Provision(ctx, js); err != nil {
+			t.Fatalf("Provision #%d = %v", i+1, err)
+		}
+	}
+	if err := streams.Check(ctx, js, need); err != nil {
+		t.Fatalf("Check after Provision = %v", err)
+	}
+	names := js.StreamNames(ctx)
+	n := 0
+	for range names.Name() {
+		n++
+	}
+	// 5 streams + 6 KV buckets (each a KV_ stream): Provision twice created nothing more.
+	if n != 11 {
+		t.Errorf("streams after two Provisions = %d; want 11", n)
+	}
+	kv, err := js.KeyValue(ctx, streams.BucketBuildSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "k", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "k", []byte("2")); err == nil {
+		t.Error("second Create = nil; want ErrKeyExists (first writer wins)")
+	}
+}
