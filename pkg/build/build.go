@@ -14,14 +14,14 @@ import (
 // State of a build.
 type State string
 
-// Build states, in order. A build record is written in Triggering before
+// Build states, in order. A build record is written in StateTriggering before
 // Jenkins is asked, so that after a crash the trigger looks for the build it
 // may have started instead of starting another.
 const (
-	Triggering State = "triggering" // record written; Jenkins may or may not have been asked
-	Queued     State = "queued"     // Jenkins gave a queue item
-	Running    State = "running"    // the queue item became a build
-	Completed  State = "completed"  // a result is known and ci.builds.completed published
+	StateTriggering State = "triggering" // record written; Jenkins may or may not have been asked
+	StateQueued     State = "queued"     // Jenkins gave a queue item
+	StateRunning    State = "running"    // the queue item became a build
+	StateCompleted  State = "completed"  // a result is known; ci.builds.completed follows
 )
 
 // Results beyond Jenkins' own (SUCCESS, UNSTABLE, FAILURE, ABORTED, NOT_BUILT).
