@@ -143,3 +143,13 @@ func redactURL(u string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Healthy returns a readiness check that fails while the connection is down.
+func Healthy(js jetstream.JetStream) func(context.Context) error {
+	return func(context.Context) error {
+		if s := js.Conn().Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats %s", s)
+		}
+		return nil
+	}
+}

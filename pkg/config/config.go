@@ -184,7 +184,9 @@ type Monitor struct {
 	BuildTimeout    Duration `yaml:"build_timeout"`
 }
 
-// Stages tunes the consumer loop of every consuming service.
+// Stages tunes the consumer loop of every consuming service. A service may
+// override it in its own section (trigger.stage, ...); zero values keep the
+// service's defaults.
 type Stages struct {
 	Concurrency   int      `yaml:"concurrency"`
 	HandleTimeout Duration `yaml:"handle_timeout"`

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gerritflow/gerritflow/pkg/bus"
+	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
 )
@@ -425,4 +426,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// Tuned returns s with the operator's settings of the stages config applied.
+func (s Spec) Tuned(c config.Stages) Spec {
+	if c.Concurrency > 0 {
+		s.Concurrency = c.Concurrency
+	}
+	if c.HandleTimeout > 0 {
+		s.HandleTimeout = c.HandleTimeout.D()
+	}
+	if c.DrainTimeout > 0 {
+		s.DrainTimeout = c.DrainTimeout.D()
+	}
+	return s
 }

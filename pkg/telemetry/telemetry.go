@@ -255,7 +255,9 @@ func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return traceHandler{h.Handler.WithAttrs(as)}
 }
 
-func (h traceHandler) WithGroup(name string) slog.Handler { return traceHandler{h.Handler.WithGroup(name)} }
+func (h traceHandler) WithGroup(name string) slog.Handler {
+	return traceHandler{h.Handler.WithGroup(name)}
+}
 
 // Counter registers a counter vector named gerritflow_<service>_<name>.
 func (t *Telemetry) Counter(name, help string, labels ...string) *prometheus.CounterVec {
