@@ -187,3 +187,32 @@ func Decode(data []byte, v any) error {
 	}
 	return nil
 }
+
+// Change statuses, as Gerrit names them.
+const (
+	ChangeNew       = "NEW"
+	ChangeMerged    = "MERGED"
+	ChangeAbandoned = "ABANDONED"
+)
+
+// Change is the value of changes/<project-token>.<number>: what the trigger
+// knows of a change, reconciled by CAS whatever order events arrive in.
+type Change struct {
+	Project   string    `json:"project"`
+	Number    int       `json:"number"`
+	Latest    int       `json:"latest_patchset"`
+	Status    string    `json:"status"`
+	WIP       bool      `json:"wip,omitempty"`
+	BuildSets []SetRef  `json:"buildsets,omitempty"` // newest last; at most MaxSetRefs
+	Updated   time.Time `json:"updated"`
+}
+
+// SetRef names one build set of a change.
+type SetRef struct {
+	ID       string `json:"id"`
+	PatchSet int    `json:"patchset"`
+	Event    string `json:"event"`
+}
+
+// MaxSetRefs bounds the build sets a change record remembers.
+const MaxSetRefs = 50
