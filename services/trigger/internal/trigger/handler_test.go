@@ -1,0 +1,365 @@
+package trigger
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gerritflow/gerritflow/pkg/build"
+	"github.com/gerritflow/gerritflow/pkg/bus"
+	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerritsim"
+	"github.com/gerritflow/gerritflow/pkg/jenkins"
+	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
+	"github.com/gerritflow/gerritflow/pkg/natstest"
+	"github.com/gerritflow/gerritflow/pkg/stage"
+	"github.com/gerritflow/gerritflow/pkg/subject"
+	"github.com/gerritflow/gerritflow/pkg/telemetry"
+)
+
+var buildParams = []string{"GERRITFLOW_BUILD_ID", "GERRIT_PROJECT", "GERRIT_BRANCH", "GERRIT_CHANGE_NUMBER", "GERRIT_PATCHSET_NUMBER",
+	"GERRIT_PATCHSET_REVISION", "GERRIT_REFSPEC", "GERRIT_EVENT_TYPE", "GERRIT_CHANGE_ID"}
+
+type env struct {
+	t      *testing.T
+	js     jetstream.JetStream
+	jk     *jenkinssim.Server
+	gerrit *gerritsim.Server
+	h      *Handler
+	b      Buckets
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	_, js := natstest.JetStream(t)
+	jk := jenkinssim.Start(t)
+	jk.AddJob("folder/unit-tests", buildParams...)
+	jk.AddJob("lint", buildParams...)
+	jk.AddJob("gate", buildParams...)
+	g := gerritsim.Start(t, gerritsim.Options{FirstChange: 1234})
+	ctx := context.Background()
+	client, err := jenkins.New(ctx, jk.URL(), jk.User(), jk.Token(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBuckets(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(strings.NewReader(`
+gerrit: { url: ` + g.URL() + `, user: ci }
+jobs:
+  - name: unit
+    jenkins_job: folder/unit-tests
+    events:
+      - { type: patchset-created, exclude_trivial_rebase: true }
+      - { type: comment-added, comment: '(?mi)^\s*recheck\s*$' }
+    projects: [ "platform/core" ]
+  - name: lint
+    jenkins_job: lint
+    events: [ { type: patchset-created } ]
+    projects: [ "glob:platform/**" ]
+    voting: false
+  - name: gate
+    jenkins_job: gate
+    events: [ { type: change-merged } ]
+    projects: [ "platform/core" ]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel, err := telemetry.Start(ctx, "trigger", config.Otel{}, "", telemetry.WithLogOutput(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, client, b, tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, js: js, jk: jk, gerrit: g, h: h, b: b}
+}
+
+func (e *env) handle(data []byte, hdr nats.Header) []stage.Out {
+	e.t.Helper()
+	outs, err := e.try(data, hdr)
+	if err != nil {
+		e.t.Fatalf("Handle = %v", err)
+	}
+	return outs
+}
+
+func (e *env) try(data []byte, hdr nats.Header) ([]stage.Out, error) {
+	if hdr == nil {
+		hdr = nats.Header{}
+	}
+	return e.h.Handle(context.Background(), stage.Msg{Data: data, Header: hdr, Delivered: 1, Log: slog.New(slog.DiscardHandler)})
+}
+
+func (e *env) upload(u gerritsim.Upload) (int, int, []byte) {
+	e.t.Helper()
+	if u.Project == "" {
+		u.Project = "platform/core"
+	}
+	c, ps, ev, err := e.gerrit.Upload(u)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c, ps, ev
+}
+
+func bySubject(outs []stage.Out, subj string) []stage.Out {
+	var r []stage.Out
+	for _, o := range outs {
+		if o.Subject == subj {
+			r = append(r, o)
+		}
+	}
+	return r
+}
+
+func TestPatchsetStartsOneBuildPerJobWithPluginParameters(t *testing.T) {
+	e := newEnv(t)
+	change, _, evData := e.upload(gerritsim.Upload{Branch: "main"})
+	outs := e.handle(evData, nil)
+	trig := bySubject(outs, subject.BuildsTriggered)
+	if len(trig) != 2 {
+		t.Fatalf("triggered = %d messages; want 2 (unit, lint): %+v", len(trig), outs)
+	}
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 1 {
+		t.Errorf("unit-tests build requests = %d; want 1", n)
+	}
+	if n := e.jk.BuildRequests("lint"); n != 1 {
+		t.Errorf("lint build requests = %d; want 1", n)
+	}
+	q := append(e.jk.Queued("folder/unit-tests"), e.jk.Builds("folder/unit-tests")...)
+	if len(q) != 1 {
+		t.Fatalf("unit-tests queue+builds = %d; want 1", len(q))
+	}
+	p := q[0].Params
+	parsed := ev(t, string(evData))
+	for k, want := range map[string]string{
+		"GERRIT_PROJECT": "platform/core", "GERRIT_BRANCH": "main", "GERRIT_CHANGE_NUMBER": strconv.Itoa(change),
+		"GERRIT_CHANGE_ID": parsed.Change.ID, "GERRIT_PATCHSET_NUMBER": "1", "GERRIT_PATCHSET_REVISION": parsed.Revision(),
+		"GERRIT_REFSPEC": "refs/changes/34/1234/1", "GERRIT_EVENT_TYPE": "patchset-created",
+	} {
+		if p[k] != want {
+			t.Errorf("Jenkins got %s=%q; want %q", k, p[k], want)
+		}
+	}
+	var tr build.Triggered
+	if err := build.Decode(trig[0].Data, &tr); err != nil {
+		t.Fatal(err)
+	}
+	if p["GERRITFLOW_BUILD_ID"] == "" || tr.QueueID == 0 {
+		t.Errorf("GERRITFLOW_BUILD_ID = %q, queue id %d; want both set", p["GERRITFLOW_BUILD_ID"], tr.QueueID)
+	}
+	if trig[0].Header.Get(bus.GerritChange) != strconv.Itoa(change) || trig[0].MsgID != tr.BuildID+".triggered" {
+		t.Errorf("triggered headers %v / id %q", trig[0].Header, trig[0].MsgID)
+	}
+}
+
+func TestSameEventTwiceStartsOneBuild(t *testing.T) {
+	e := newEnv(t)
+	_, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	first := e.handle(ev, nil)
+	second := e.handle(ev, nil) // hours later: the duplicate window is long gone
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 1 {
+		t.Errorf("unit-tests build requests = %d; want 1", n)
+	}
+	if len(second) != len(first) || second[0].MsgID != first[0].MsgID {
+		t.Errorf("second delivery outputs %v; want the same triggered messages (same Msg-Ids) as %v", ids(second), ids(first))
+	}
+}
+
+func TestConcurrentDeliveriesStartOneBuild(t *testing.T) {
+	e := newEnv(t)
+	_, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempt := 0; attempt < 10; attempt++ { // a conflict is retried, as redelivery would
+				if _, err := e.try(ev, nil); err == nil {
+					ok.Add(1)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 4 {
+		t.Fatalf("%d of 4 deliveries succeeded", ok.Load())
+	}
+	live := 0
+	for _, q := range append(e.jk.Queued("folder/unit-tests"), e.jk.Builds("folder/unit-tests")...) {
+		if q.Result != "ABORTED" && q.Result != "NOT_BUILT" {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Errorf("unit-tests has %d live queue items or builds; want exactly 1", live)
+	}
+}
+
+func TestCrashBetweenJenkinsAndRecordStartsOneBuild(t *testing.T) {
+	e := newEnv(t)
+	_, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	crashed := false
+	e.h.afterBuild = func(job string) error {
+		if job == "unit" && !crashed {
+			crashed = true
+			return errors.New("injected crash after buildWithParameters")
+		}
+		return nil
+	}
+	if _, err := e.try(ev, nil); err == nil {
+		t.Fatal("first delivery succeeded; the injected crash did not happen")
+	}
+	outs := e.handle(ev, nil) // redelivery
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 1 {
+		t.Errorf("unit-tests build requests = %d; want 1 (the redelivery must find the build it started)", n)
+	}
+	var tr build.Triggered
+	for _, o := range bySubject(outs, subject.BuildsTriggered) {
+		if err := build.Decode(o.Data, &tr); err == nil && tr.Job == "unit" && tr.QueueID == 0 {
+			t.Errorf("recovered build has no queue id: %+v", tr)
+		}
+	}
+}
+
+func TestNewPatchsetSupersedesAndAbandonCancels(t *testing.T) {
+	e := newEnv(t)
+	change, _, ev1 := e.upload(gerritsim.Upload{Branch: "main"})
+	first := bySubject(e.handle(ev1, nil), subject.BuildsTriggered)
+	_, _, ev2 := e.upload(gerritsim.Upload{Change: change})
+	outs := e.handle(ev2, nil)
+	cancels := bySubject(outs, subject.BuildsCancel)
+	if len(cancels) != len(first) {
+		t.Fatalf("cancels = %d; want %d (every build of patch set 1): %v", len(cancels), len(first), ids(outs))
+	}
+	var c build.Cancel
+	if err := build.Decode(cancels[0].Data, &c); err != nil || c.Reason != "superseded by patch set 2" {
+		t.Errorf("cancel = %+v, %v", c, err)
+	}
+	ps1Set := e.setOf(first[0])
+	if ps1Set.State != build.SetSuperseded {
+		t.Errorf("patch set 1 build set state = %q; want superseded", ps1Set.State)
+	}
+	// A recheck of patch set 1 arriving late starts nothing.
+	late, err := e.gerrit.Comment(change, 1, gerritsim.Account{Name: "Bob", Username: "bob"}, "recheck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs := e.handle(late, nil); len(bySubject(outs, subject.BuildsTriggered)) != 0 {
+		t.Errorf("recheck of outdated patch set triggered %v", ids(outs))
+	}
+	abandon, err := e.gerrit.Abandon(change, gerritsim.Account{Name: "Ann", Username: "ann"}, "no longer needed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs = e.handle(abandon, nil)
+	if got := len(bySubject(outs, subject.BuildsCancel)); got != 2 {
+		t.Errorf("abandon cancels = %d; want 2 (patch set 2's builds)", got)
+	}
+}
+
+func TestRecheckCreatesNewBuildSet(t *testing.T) {
+	e := newEnv(t)
+	change, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	first := bySubject(e.handle(ev, nil), subject.BuildsTriggered)
+	recheck, err := e.gerrit.Comment(change, 1, gerritsim.Account{Name: "Bob", Username: "bob"}, "recheck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := bySubject(e.handle(recheck, nil), subject.BuildsTriggered)
+	if len(outs) != 1 || e.setOf(outs[0]).ID == e.setOf(first[0]).ID {
+		t.Fatalf("recheck triggered %v; want one build in a new build set", ids(outs))
+	}
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 2 {
+		t.Errorf("unit-tests build requests = %d; want 2", n)
+	}
+}
+
+func TestIgnoresOwnEventsUnconfiguredProjectsAndReplaysOnPurpose(t *testing.T) {
+	e := newEnv(t)
+	_, _, other := e.upload(gerritsim.Upload{Project: "unconfigured/repo", Branch: "main"})
+	if outs := e.handle(other, nil); len(outs) != 0 {
+		t.Errorf("unconfigured project gave %v", ids(outs))
+	}
+	change, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	e.handle(ev, nil)
+	own, err := e.gerrit.Comment(change, 1, gerritsim.Account{Name: "CI", Username: "ci"}, "recheck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs := e.handle(own, nil); len(outs) != 0 {
+		t.Errorf("the CI account's own comment gave %v", ids(outs))
+	}
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 1 {
+		t.Fatalf("unit-tests build requests = %d; want 1", n)
+	}
+	replayed := e.handle(ev, nats.Header{bus.Replay: {"r-1"}})
+	if len(bySubject(replayed, subject.BuildsTriggered)) != 2 {
+		t.Errorf("replay triggered %v; want both jobs again", ids(replayed))
+	}
+	if n := e.jk.BuildRequests("folder/unit-tests"); n != 2 {
+		t.Errorf("unit-tests build requests after replay = %d; want 2", n)
+	}
+}
+
+func TestCheckJobsNamesJobWithoutBuildID(t *testing.T) {
+	e := newEnv(t)
+	e.jk.AddJob("legacy", "GERRIT_PROJECT")
+	client, err := jenkins.New(context.Background(), e.jk.URL(), e.jk.User(), e.jk.Token(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckJobs(context.Background(), client, []config.Job{{Name: "ok", JenkinsJob: "lint"}, {Name: "old", JenkinsJob: "legacy"}, {Name: "gone", JenkinsJob: "missing"}})
+	if err == nil {
+		t.Fatal("CheckJobs = nil")
+	}
+	for _, want := range []string{"jobs[1] (old): jenkins job legacy does not declare the string parameter GERRITFLOW_BUILD_ID", "jobs[2] (gone)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckJobs = %q; want it to contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "jobs[0]") {
+		t.Errorf("CheckJobs blamed the good job: %v", err)
+	}
+}
+
+func (e *env) setOf(o stage.Out) build.Set {
+	e.t.Helper()
+	var tr build.Triggered
+	if err := build.Decode(o.Data, &tr); err != nil {
+		e.t.Fatal(err)
+	}
+	got, err := e.b.BuildSets.Get(context.Background(), tr.BuildSet)
+	if err != nil {
+		e.t.Fatalf("get buildset %s: %v", tr.BuildSet, err)
+	}
+	var s build.Set
+	if err := build.Decode(got.Value(), &s); err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func ids(outs []stage.Out) []string {
+	var r []string
+	for _, o := range outs {
+		r = append(r, o.Subject+" "+o.MsgID)
+	}
+	return r
+}
