@@ -73,6 +73,8 @@ type Spec struct {
 	// DrainTimeout bounds the wait for in-flight work at shutdown (default 25s,
 	// under Kubernetes' default 30s grace period).
 	DrainTimeout time.Duration
+	// MaxPending bounds an AsyncHandler's unfinished work (RunAsync).
+	MaxPending int
 }
 
 // Run consumes until ctx ends, then drains: it stops pulling, lets in-flight
@@ -98,8 +100,9 @@ type runner struct {
 	maxDel  int
 	backoff []time.Duration
 
-	sem chan struct{}
-	wg  sync.WaitGroup
+	sem   chan struct{}
+	wg    sync.WaitGroup
+	async *asyncState // set by RunAsync
 
 	msgs     *prometheus.CounterVec
 	outs     *prometheus.CounterVec
@@ -171,12 +174,19 @@ func (r *runner) run(ctx context.Context) error {
 	case <-time.After(r.spec.DrainTimeout):
 		r.log.Warn("drain timed out; unacked messages will be redelivered", "timeout", r.spec.DrainTimeout.String())
 	}
+	if r.async != nil {
+		n := r.releaseAsync()
+		r.log.Info("released unfinished work to other replicas", "messages", n)
+	}
 	return nil
 }
 
 // dispatch is called by nats.go one message at a time; it blocks while
 // Concurrency handlers run, which holds back further pulls.
 func (r *runner) dispatch(jm jetstream.Msg) {
+	if r.async != nil {
+		r.async.slots <- struct{}{} // released when the work is done
+	}
 	r.sem <- struct{}{}
 	r.wg.Add(1)
 	go func() {
@@ -185,55 +195,83 @@ func (r *runner) dispatch(jm jetstream.Msg) {
 	}()
 }
 
+// delivery is one message being handled.
+type delivery struct {
+	jm    jetstream.Msg
+	md    *jetstream.MsgMetadata
+	msg   Msg
+	ctx   context.Context // carries the consumer span
+	span  trace.Span
+	start time.Time
+}
+
 func (r *runner) process(jm jetstream.Msg) {
-	start := time.Now()
+	d, ok := r.begin(jm)
+	if !ok {
+		return
+	}
+	if r.async != nil {
+		r.startAsync(d)
+		return
+	}
+	defer d.span.End()
+	ctx, cancel := context.WithTimeout(d.ctx, r.spec.HandleTimeout)
+	defer cancel()
+	stop := r.keepAlive(jm)
+	defer stop()
+	outs, err := r.h.Handle(ctx, d.msg)
+	r.finish(ctx, d, outs, err)
+}
+
+// begin reads the delivery's metadata and opens its consumer span.
+func (r *runner) begin(jm jetstream.Msg) (*delivery, bool) {
+	md, err := jm.Metadata()
+	if err != nil { // not a JetStream delivery: nothing sane to redo
+		r.msgs.WithLabelValues("term").Inc()
+		r.settle(jm.Term(), "term", err)
+		return nil, false
+	}
+	// r.base is detached from the run context: SIGTERM must not abort work in flight.
+	ctx, span := r.startSpan(r.base, jm, md)
+	log := r.msgLogger(ctx, jm.Headers(), md)
+	return &delivery{jm: jm, md: md, ctx: ctx, span: span, start: time.Now(), msg: Msg{
+		Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(),
+		Delivered: md.NumDelivered, StreamSeq: md.Sequence.Stream, Time: md.Timestamp, Log: log,
+	}}, true
+}
+
+// finish publishes the outputs and acks, or settles the failure: redeliver
+// with backoff, or dead-letter a permanent error and the last delivery.
+func (r *runner) finish(ctx context.Context, d *delivery, outs []Out, err error) {
 	r.inFlight.Inc()
 	defer r.inFlight.Dec()
 	outcome := "ack"
 	defer func() {
 		r.msgs.WithLabelValues(outcome).Inc()
-		r.seconds.WithLabelValues(outcome).Observe(time.Since(start).Seconds())
+		r.seconds.WithLabelValues(outcome).Observe(time.Since(d.start).Seconds())
 	}()
-
-	md, err := jm.Metadata()
-	if err != nil { // not a JetStream delivery: nothing sane to redo
-		outcome = "term"
-		r.settle(jm.Term(), "term", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.base, r.spec.HandleTimeout)
-	defer cancel()
-	ctx, span := r.startSpan(ctx, jm, md)
-	defer span.End()
-	log := r.msgLogger(ctx, jm.Headers(), md)
-	stop := r.keepAlive(jm)
-	outs, err := r.h.Handle(ctx, Msg{
-		Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(),
-		Delivered: md.NumDelivered, StreamSeq: md.Sequence.Stream, Time: md.Timestamp, Log: log,
-	})
 	if err == nil {
-		if err = Publish(ctx, r.js, r.tel.Tracer, jm.Headers(), outs); err == nil {
+		if err = Publish(ctx, r.js, r.tel.Tracer, d.jm.Headers(), outs); err == nil {
 			for _, o := range outs {
 				r.outs.WithLabelValues(o.Subject).Inc()
 			}
-			err = jm.DoubleAck(ctx) // the effect is durable: now ack
+			err = d.jm.DoubleAck(ctx) // the effect is durable: now ack
 		}
 	}
-	stop()
 	if err == nil {
 		return
 	}
-	span.RecordError(err)
-	span.SetStatus(codes.Error, err.Error())
-	if IsPermanent(err) || (r.maxDel > 0 && md.NumDelivered >= uint64(r.maxDel)) {
+	d.span.RecordError(err)
+	d.span.SetStatus(codes.Error, err.Error())
+	if IsPermanent(err) || (r.maxDel > 0 && d.md.NumDelivered >= uint64(r.maxDel)) {
 		outcome = "dlq"
-		r.deadLetter(ctx, log, jm, md, err)
+		r.deadLetter(ctx, d.msg.Log, d.jm, d.md, err)
 		return
 	}
 	outcome = "nak"
-	delay := r.delay(md.NumDelivered)
-	log.Warn("will retry", telemetry.KeyErr, err, "delivered", md.NumDelivered, "delay", delay.String())
-	r.settle(jm.NakWithDelay(delay), "nak", err)
+	delay := r.delay(d.md.NumDelivered)
+	d.msg.Log.Warn("will retry", telemetry.KeyErr, err, "delivered", d.md.NumDelivered, "delay", delay.String())
+	r.settle(d.jm.NakWithDelay(delay), "nak", err)
 }
 
 func (r *runner) delay(delivered uint64) time.Duration {
