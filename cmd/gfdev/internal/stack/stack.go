@@ -1,0 +1,476 @@
+// Package stack runs the whole gerritflow pipeline on one machine: an
+// embedded nats-server with JetStream on a file store, the Kinesis emulator,
+// the Jenkins and Gerrit simulators, and the five services as separate
+// processes built from this workspace. `make dev` and the end-to-end tests use it.
+package stack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gerritflow/gerritflow/pkg/gerritsim"
+	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
+	"github.com/gerritflow/gerritflow/pkg/kinesislocal"
+	"github.com/gerritflow/gerritflow/streams"
+)
+
+// Services in pipeline order.
+var Services = []string{"bridge", "parser", "trigger", "monitor", "voter"}
+
+// Secrets the simulators accept; the services read them from the environment.
+const (
+	JenkinsToken   = "dev-jenkins-token"
+	GerritPassword = "dev-gerrit-password"
+	KinesisStream  = "gerrit-events"
+)
+
+// Options configures a stack.
+type Options struct {
+	// Root is the workspace root (holding go.work); "" finds it from the working directory.
+	Root string
+	// Dir holds the state: NATS store, config, logs, binaries. It is wiped at start.
+	Dir string
+	// NATSPort is the client port (0: a free one).
+	NATSPort int
+	// Shards of the Kinesis stream (default 2).
+	Shards int
+	// Replicas per service (default 1 each).
+	Replicas map[string]int
+	// ExtraConfig is appended to the generated config (YAML).
+	ExtraConfig string
+	// Jobs is the jobs section of the config; "" uses DevJobs.
+	Jobs string
+	// Log receives the stack's own messages (nil: discarded).
+	Log io.Writer
+}
+
+// DevJobs are the jobs of the demo: a voting unit-test job and a non-voting lint job.
+const DevJobs = `jobs:
+  - name: unit
+    jenkins_job: folder/unit-tests
+    events:
+      - { type: patchset-created, exclude_trivial_rebase: true, exclude_no_code_change: true }
+      - { type: comment-added, comment: '(?mi)^\s*recheck\s*$' }
+    projects: [ "platform/core", "glob:tools/**" ]
+    branches: [ "main", "glob:release/*" ]
+  - name: lint
+    jenkins_job: lint
+    events:
+      - { type: patchset-created }
+      - { type: comment-added, comment: '(?mi)^\s*recheck\s*$' }
+    projects: [ "platform/core", "glob:tools/**" ]
+    voting: false
+`
+
+// JobParams are the parameters the simulated jobs declare.
+var JobParams = []string{"GERRITFLOW_BUILD_ID", "GERRIT_PROJECT", "GERRIT_BRANCH", "GERRIT_CHANGE_NUMBER", "GERRIT_CHANGE_ID",
+	"GERRIT_PATCHSET_NUMBER", "GERRIT_PATCHSET_REVISION", "GERRIT_REFSPEC", "GERRIT_EVENT_TYPE", "GERRIT_CHANGE_SUBJECT",
+	"GERRIT_CHANGE_URL", "GERRIT_CHANGE_OWNER_NAME", "GERRIT_CHANGE_OWNER_EMAIL", "GERRIT_EVENT_ACCOUNT_NAME", "GERRIT_TOPIC"}
+
+// Stack is a running pipeline.
+type Stack struct {
+	opts    Options
+	NATS    *server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	Kinesis *kinesislocal.Emulator
+	Jenkins *jenkinssim.Server
+	Gerrit  *gerritsim.Server
+	Config  string // path of the generated config
+	Listen  map[string][]string
+
+	mu    sync.Mutex
+	procs map[string][]*Proc
+}
+
+// Proc is one service process.
+type Proc struct {
+	Name, Addr string
+	Index      int
+	bin, cfg   string
+	logPath    string
+	env        []string
+	mu         sync.Mutex
+	cmd        *exec.Cmd
+	done       chan struct{}
+}
+
+// Start builds the services and starts everything; on error what was started is stopped.
+func Start(ctx context.Context, opts Options) (s *Stack, err error) {
+	if opts.Root == "" {
+		if opts.Root, err = findRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 2
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	if opts.Jobs == "" {
+		opts.Jobs = DevJobs
+	}
+	if err := os.RemoveAll(opts.Dir); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"nats", "logs", "bin"} {
+		if err := os.MkdirAll(filepath.Join(opts.Dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	s = &Stack{opts: opts, procs: map[string][]*Proc{}, Listen: map[string][]string{}}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	s.logf("building services")
+	if err := s.build(ctx); err != nil {
+		return nil, err
+	}
+	s.logf("starting nats-server (JetStream, file store %s)", filepath.Join(opts.Dir, "nats"))
+	if err := s.startNATS(); err != nil {
+		return nil, err
+	}
+	if err := streams.Provision(ctx, s.JS); err != nil {
+		return nil, fmt.Errorf("provision: %w", err)
+	}
+	s.logf("starting the Kinesis emulator (stream %s, %d shards)", KinesisStream, opts.Shards)
+	if s.Kinesis, err = kinesislocal.Start(ctx, kinesislocal.Options{
+		Dir: filepath.Join(opts.Root, "deploy", "local"), Streams: map[string]int{KinesisStream: opts.Shards},
+	}); err != nil {
+		return nil, err
+	}
+	if s.Jenkins, err = jenkinssim.Listen("127.0.0.1:0", jenkinssim.Options{User: "ci", Token: JenkinsToken}); err != nil {
+		return nil, err
+	}
+	s.Jenkins.AddJob("folder/unit-tests", JobParams...)
+	s.Jenkins.AddJob("lint", JobParams...)
+	if s.Gerrit, err = gerritsim.Listen("127.0.0.1:0", gerritsim.Options{User: "ci", Password: GerritPassword}); err != nil {
+		return nil, err
+	}
+	// Gerrit's events-aws-kinesis plugin: every event becomes one Kinesis record.
+	s.Gerrit.OnEvent(gerritsim.KinesisSink(context.WithoutCancel(ctx), s.Kinesis.Client(), KinesisStream, func(err error) {
+		s.logf("kinesis put: %v", err)
+	}))
+	if err := s.writeConfig(); err != nil {
+		return nil, err
+	}
+	for _, name := range Services {
+		n := opts.Replicas[name]
+		if n == 0 {
+			n = 1
+		}
+		for i := 0; i < n; i++ {
+			if err := s.startProc(ctx, name, i); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *Stack) logf(format string, args ...any) {
+	fmt.Fprintf(s.opts.Log, "gfdev: "+format+"\n", args...)
+}
+
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.work above the working directory: run from the gerritflow checkout")
+		}
+		dir = parent
+	}
+}
+
+func (s *Stack) build(ctx context.Context) error {
+	args := []string{"build", "-o", filepath.Join(s.opts.Dir, "bin") + string(filepath.Separator)}
+	for _, name := range Services {
+		args = append(args, "./services/"+name)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = s.opts.Root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build services: %v\n%s", err, out)
+	}
+	return nil
+}
+
+func (s *Stack) startNATS() error {
+	port := s.opts.NATSPort
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "gfdev", Host: "127.0.0.1", Port: port,
+		JetStream: true, StoreDir: filepath.Join(s.opts.Dir, "nats"),
+		NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		return fmt.Errorf("nats-server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		return errors.New("nats-server not ready after 15s")
+	}
+	s.NATS = ns
+	if s.NC, err = nats.Connect(ns.ClientURL(), nats.Name("gfdev"), nats.MaxReconnects(-1)); err != nil {
+		return err
+	}
+	s.JS, err = jetstream.New(s.NC)
+	return err
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func (s *Stack) writeConfig() error {
+	var listen []string
+	for _, name := range Services {
+		n := max(s.opts.Replicas[name], 1)
+		for i := 0; i < n; i++ {
+			a, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			s.Listen[name] = append(s.Listen[name], a)
+		}
+		listen = append(listen, fmt.Sprintf("%s: %q", name, s.Listen[name][0]))
+	}
+	cfg := fmt.Sprintf(`# generated by gfdev: the whole pipeline on this machine
+nats:    { url: %q }
+kinesis: { stream: %s, region: us-east-1, endpoint: %q, start: trim_horizon,
+           access_key_env: AWS_ACCESS_KEY_ID, secret_key_env: AWS_SECRET_ACCESS_KEY, poll_interval: 200ms, lease_ttl: 6s }
+jenkins: { url: %q, user: ci, token_env: JENKINS_TOKEN }
+gerrit:  { url: %q, user: ci, password_env: GERRIT_HTTP_PASSWORD }
+listen:  { %s }
+monitor: { poll_interval: 300ms, max_poll_interval: 2s }
+stages:  { drain_timeout: 10s }
+vote:    { label: Verified, success: 1, failure: -1, tag: "autogenerated:gerritflow", notify: OWNER }
+%s%s`, s.NATS.ClientURL(), KinesisStream, s.Kinesis.Endpoint(), s.Jenkins.URL(), s.Gerrit.URL(),
+		strings.Join(listen, ", "), s.opts.Jobs, s.opts.ExtraConfig)
+	s.Config = filepath.Join(s.opts.Dir, "gerritflow.yaml")
+	return os.WriteFile(s.Config, []byte(cfg), 0o600)
+}
+
+func (s *Stack) startProc(ctx context.Context, name string, i int) error {
+	p := &Proc{
+		Name: name, Index: i, Addr: s.Listen[name][i],
+		bin:     filepath.Join(s.opts.Dir, "bin", name),
+		logPath: filepath.Join(s.opts.Dir, "logs", fmt.Sprintf("%s-%d.log", name, i)),
+		env: append(os.Environ(),
+			"JENKINS_TOKEN="+JenkinsToken, "GERRIT_HTTP_PASSWORD="+GerritPassword,
+			"AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local"),
+	}
+	// Every replica but the first gets its own listen address through its own config.
+	p.cfg = s.Config
+	if i > 0 {
+		data, err := os.ReadFile(s.Config)
+		if err != nil {
+			return err
+		}
+		c := strings.Replace(string(data), fmt.Sprintf("%s: %q", name, s.Listen[name][0]), fmt.Sprintf("%s: %q", name, p.Addr), 1)
+		p.cfg = filepath.Join(s.opts.Dir, fmt.Sprintf("gerritflow-%s-%d.yaml", name, i))
+		if err := os.WriteFile(p.cfg, []byte(c), 0o600); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.procs[name] = append(s.procs[name], p)
+	s.mu.Unlock()
+	if err := p.Start(); err != nil {
+		return err
+	}
+	return p.WaitReady(ctx, 60*time.Second)
+}
+
+// Start runs the process (again), appending to its log.
+func (p *Proc) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.bin, "--config", p.cfg)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	p.cmd, p.done = cmd, done
+	return nil
+}
+
+// PID of the running process (0 when stopped).
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// WaitReady polls /readyz until it answers 200 or the process exits.
+func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-done:
+			return fmt.Errorf("%s-%d exited before it was ready; its log:\n%s", p.Name, p.Index, p.Tail(30))
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if resp, err := http.Get("http://" + p.Addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s-%d not ready after %v; its log:\n%s", p.Name, p.Index, timeout, p.Tail(30))
+}
+
+// Stop sends SIGTERM to the process by its PID and waits for it to drain
+// (SIGKILL after grace).
+func (p *Proc) Stop(grace time.Duration) error {
+	return p.signal(syscall.SIGTERM, grace)
+}
+
+// Kill sends SIGKILL by PID: no drain, no release of leases.
+func (p *Proc) Kill() error { return p.signal(syscall.SIGKILL, 5*time.Second) }
+
+func (p *Proc) signal(sig syscall.Signal, grace time.Duration) error {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	default:
+	}
+	_ = syscall.Kill(cmd.Process.Pid, sig)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(grace):
+		_ = syscall.Kill(cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		return fmt.Errorf("%s-%d did not stop within %v: killed", p.Name, p.Index, grace)
+	}
+}
+
+// ExitCode is the exit status of the last run (-1 while running or if killed by a signal).
+func (p *Proc) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Tail returns the last n lines of the process's log.
+func (p *Proc) Tail(n int) string {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogPath is the file the process writes its JSON log to.
+func (p *Proc) LogPath() string { return p.logPath }
+
+// Procs returns the processes of service name.
+func (s *Stack) Procs(name string) []*Proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Proc(nil), s.procs[name]...)
+}
+
+// Stop stops the services (SIGTERM, in reverse pipeline order), then the
+// simulators, the emulator and NATS. It reports services that did not drain.
+func (s *Stack) Stop() error {
+	var errs []error
+	for i := len(Services) - 1; i >= 0; i-- {
+		for _, p := range s.Procs(Services[i]) {
+			if err := p.Stop(20 * time.Second); err != nil {
+				errs = append(errs, err)
+			} else if code := p.ExitCode(); code > 0 {
+				errs = append(errs, fmt.Errorf("%s-%d exited with %d; its log:\n%s", p.Name, p.Index, code, p.Tail(10)))
+			}
+		}
+	}
+	if s.Gerrit != nil {
+		s.Gerrit.Close()
+	}
+	if s.Jenkins != nil {
+		s.Jenkins.Close()
+	}
+	if s.Kinesis != nil {
+		errs = append(errs, s.Kinesis.Stop())
+	}
+	if s.NC != nil {
+		s.NC.Close()
+	}
+	if s.NATS != nil {
+		s.NATS.Shutdown()
+		s.NATS.WaitForShutdown()
+	}
+	return errors.Join(errs...)
+}
