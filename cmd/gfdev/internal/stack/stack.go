@@ -58,6 +58,14 @@ type Options struct {
 	Jobs string
 	// Log receives the stack's own messages (nil: discarded).
 	Log io.Writer
+	// NATSOptions adjusts the embedded server's options (accounts, users, TLS).
+	NATSOptions func(*server.Options)
+	// AdminURL is how the stack itself (provisioning, tests) connects when the
+	// server has users; "" = the server's client URL.
+	AdminURL func(clientURL string) string
+	// ServiceNATS gives a service its own nats section (e.g. a URL with its
+	// user, or a creds file); "" keeps the shared one.
+	ServiceNATS func(service, clientURL string) string
 }
 
 // DevJobs are the jobs of the demo: a voting unit-test job and a non-voting lint job.
@@ -226,11 +234,15 @@ func (s *Stack) startNATS() error {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
-	ns, err := server.NewServer(&server.Options{
+	so := &server.Options{
 		ServerName: "gfdev", Host: "127.0.0.1", Port: port,
 		JetStream: true, StoreDir: filepath.Join(s.opts.Dir, "nats"),
 		NoLog: true, NoSigs: true,
-	})
+	}
+	if s.opts.NATSOptions != nil {
+		s.opts.NATSOptions(so)
+	}
+	ns, err := server.NewServer(so)
 	if err != nil {
 		return fmt.Errorf("nats-server: %w", err)
 	}
@@ -239,7 +251,11 @@ func (s *Stack) startNATS() error {
 		return errors.New("nats-server not ready after 15s")
 	}
 	s.NATS = ns
-	if s.NC, err = nats.Connect(ns.ClientURL(), nats.Name("gfdev"), nats.MaxReconnects(-1)); err != nil {
+	url := ns.ClientURL()
+	if s.opts.AdminURL != nil {
+		url = s.opts.AdminURL(url)
+	}
+	if s.NC, err = nats.Connect(url, nats.Name("gfdev"), nats.MaxReconnects(-1)); err != nil {
 		return err
 	}
 	s.JS, err = jetstream.New(s.NC)
@@ -293,18 +309,21 @@ func (s *Stack) startProc(ctx context.Context, name string, i int) error {
 			"JENKINS_TOKEN="+JenkinsToken, "GERRIT_HTTP_PASSWORD="+GerritPassword,
 			"AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local"),
 	}
-	// Every replica but the first gets its own listen address through its own config.
-	p.cfg = s.Config
-	if i > 0 {
-		data, err := os.ReadFile(s.Config)
-		if err != nil {
-			return err
+	// Each process has its own config: its own listen address, and its own
+	// NATS identity when the server has users.
+	data, err := os.ReadFile(s.Config)
+	if err != nil {
+		return err
+	}
+	c := strings.Replace(string(data), fmt.Sprintf("%s: %q", name, s.Listen[name][0]), fmt.Sprintf("%s: %q", name, p.Addr), 1)
+	if s.opts.ServiceNATS != nil {
+		if n := s.opts.ServiceNATS(name, s.NATS.ClientURL()); n != "" {
+			c = strings.Replace(c, fmt.Sprintf("nats:    { url: %q }", s.NATS.ClientURL()), "nats: "+n, 1)
 		}
-		c := strings.Replace(string(data), fmt.Sprintf("%s: %q", name, s.Listen[name][0]), fmt.Sprintf("%s: %q", name, p.Addr), 1)
-		p.cfg = filepath.Join(s.opts.Dir, fmt.Sprintf("gerritflow-%s-%d.yaml", name, i))
-		if err := os.WriteFile(p.cfg, []byte(c), 0o600); err != nil {
-			return err
-		}
+	}
+	p.cfg = filepath.Join(s.opts.Dir, fmt.Sprintf("gerritflow-%s-%d.yaml", name, i))
+	if err := os.WriteFile(p.cfg, []byte(c), 0o600); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.procs[name] = append(s.procs[name], p)

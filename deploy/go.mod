@@ -1,0 +1,3 @@
+module github.com/gerritflow/gerritflow/deploy
+
+go 1.26.0
