@@ -426,9 +426,12 @@ func (h *Handler) start(ctx context.Context, log *slog.Logger, set build.Set, j 
 	rec.State, rec.QueueID = build.StateQueued, queueID
 	if _, err := h.builds.Update(ctx, key, build.Encode(rec), rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			// Another delivery recorded its own build meanwhile: keep exactly
-			// one by cancelling ours, and retry to read theirs.
-			if queueID != 0 {
+			// Another delivery recorded a build meanwhile. Jenkins merges
+			// identical queued requests, so it is often this very item; if it
+			// is another one, cancel ours to keep exactly one. The redelivery
+			// then reads what was recorded.
+			if queueID != 0 && h.recordedOther(ctx, key, queueID) {
+				log.WarnContext(ctx, "concurrent start: cancelling the duplicate", telemetry.KeyDecision, "cancel", "queue_id", queueID)
 				_ = h.jenkins.CancelQueueItem(ctx, queueID)
 			}
 			return nil, fmt.Errorf("record build %s: concurrent start: %w", key, err)
@@ -436,6 +439,20 @@ func (h *Handler) start(ctx context.Context, log *slog.Logger, set build.Set, j 
 		return nil, fmt.Errorf("record build %s: %w", key, err)
 	}
 	return []stage.Out{triggered(set, rec)}, nil
+}
+
+// recordedOther reports whether the build record at key names a queue item
+// or build other than queueID (when in doubt, false: never cancel the one build).
+func (h *Handler) recordedOther(ctx context.Context, key string, queueID int64) bool {
+	e, err := h.builds.Get(ctx, key)
+	if err != nil {
+		return false
+	}
+	var b build.Build
+	if err := build.Decode(e.Value(), &b); err != nil {
+		return false
+	}
+	return b.State != build.StateTriggering && b.QueueID != queueID
 }
 
 func triggered(set build.Set, b build.Build) stage.Out {
