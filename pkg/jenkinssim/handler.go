@@ -34,6 +34,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Jenkins-Session", s.session)
 	h.Set("X-Content-Type-Options", "nosniff")
 
+	if s.opts.Latency > 0 {
+		time.Sleep(s.opts.Latency)
+	}
 	if s.failing(w, r) {
 		return
 	}

@@ -58,6 +58,9 @@ type Options struct {
 	// Now is the simulator's clock (default time.Now). Build and queue state is
 	// computed from it on every request. FailWith windows use the wall clock.
 	Now func() time.Time
+	// Latency is added to every API answer, as a busy Jenkins takes its time
+	// (benchmarks: "Jenkins answering in 50 ms").
+	Latency time.Duration
 }
 
 // Outcome is what a scripted build does.

@@ -403,3 +403,19 @@ func TestListen(t *testing.T) {
 		t.Errorf("Close took %v with a held request", d)
 	}
 }
+
+func TestLatencyDelaysEveryAnswer(t *testing.T) {
+	s := jenkinssim.Start(t, jenkinssim.Options{Latency: 60 * time.Millisecond})
+	req, _ := http.NewRequest("GET", s.URL()+"/api/json", nil)
+	req.SetBasicAuth(s.User(), s.Token())
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// A lower bound, not a timing goal: the answer cannot come before the latency.
+	if d := time.Since(start); d < 60*time.Millisecond {
+		t.Errorf("answer after %v; want at least the 60ms latency", d)
+	}
+}
