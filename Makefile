@@ -5,7 +5,7 @@ MODULES := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 PKGS    := $(addsuffix /...,$(MODULES))
 EMULATOR := deploy/local/node_modules/kinesis-local/package.json
 
-.PHONY: all build test vet fmt dev npm deps fuzz clean help
+.PHONY: all build test vet fmt dev npm deps fuzz clean help bench bench-trigger
 
 all: build
 
@@ -14,6 +14,7 @@ help:
 	@echo "make test   - every test of every module (unit, stage, services, end to end)"
 	@echo "make build  - build the services and tools into bin/"
 	@echo "make fuzz   - fuzz the Gerrit event parser for FUZZTIME (default 60s)"
+	@echo "make bench  - every benchmark (bench-trigger, ...); figures in docs/BENCHMARKS.md"
 
 # The Kinesis emulator (npm kinesis-local), installed from the lock file.
 npm: $(EMULATOR)
@@ -42,6 +43,14 @@ test: deps npm fmt vet
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./pkg/event
+
+# Benchmarks: each prints its figures last; docs/BENCHMARKS.md records them.
+BENCH_OUT := $(shell mktemp -u /tmp/gerritflow-bench.XXXXXX)
+bench: bench-trigger
+
+bench-trigger: deps
+	$(GO) test -run '^$$' -bench BenchmarkTriggerScaling -benchtime 1x -count 1 ./services/trigger/internal/trigger/ | tee $(BENCH_OUT)
+	@grep '^one=' $(BENCH_OUT) | tail -1; rm -f $(BENCH_OUT)
 
 dev: deps npm
 	$(GO) run ./cmd/gfdev
