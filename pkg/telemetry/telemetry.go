@@ -261,24 +261,33 @@ func (h traceHandler) WithGroup(name string) slog.Handler {
 
 // Counter registers a counter vector named gerritflow_<service>_<name>.
 func (t *Telemetry) Counter(name, help string, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricName(t.Service, name), Help: help}, labels)
-	t.Registry.MustRegister(c)
-	return c
+	return register(t.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricName(t.Service, name), Help: help}, labels))
 }
 
 // Gauge registers a gauge vector named gerritflow_<service>_<name>.
 func (t *Telemetry) Gauge(name, help string, labels ...string) *prometheus.GaugeVec {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricName(t.Service, name), Help: help}, labels)
-	t.Registry.MustRegister(g)
-	return g
+	return register(t.Registry, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: metricName(t.Service, name), Help: help}, labels))
 }
 
 // Histogram registers a histogram vector named gerritflow_<service>_<name> (seconds).
 func (t *Telemetry) Histogram(name, help string, labels ...string) *prometheus.HistogramVec {
-	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: metricName(t.Service, name), Help: help,
-		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}, labels)
-	t.Registry.MustRegister(h)
-	return h
+	return register(t.Registry, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: metricName(t.Service, name), Help: help,
+		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 14)}, labels))
+}
+
+// register adds c, or returns the collector registered under the same name
+// (two handlers of one service in one process share their metrics).
+func register[C prometheus.Collector](r *prometheus.Registry, c C) C {
+	if err := r.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(fmt.Sprintf("telemetry: register metric: %v", err))
+	}
+	return c
 }
 
 func metricName(service, name string) string {

@@ -169,8 +169,32 @@ func (h *Handler) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) 
 			return nil, err
 		}
 		outs = append(outs, out...)
+		// A newer patch set (or an abandon) may have retired the set while
+		// this build was being created, after the retiring delivery read the
+		// set's builds: then cancelling this build falls to us.
+		state, err := h.setState(ctx, set.ID)
+		if err != nil {
+			return nil, err
+		}
+		if state != build.SetRunning {
+			more, err := h.retire(ctx, set.ID, state, "build set "+state, nil)
+			h.decide(ctx, log, "cancel", "build set "+state+" while starting")
+			return append(outs, more...), err
+		}
 	}
 	return outs, nil
+}
+
+func (h *Handler) setState(ctx context.Context, id string) (string, error) {
+	e, err := h.sets.Get(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("get buildset %s: %w", id, err)
+	}
+	var s build.Set
+	if err := build.Decode(e.Value(), &s); err != nil {
+		return "", stage.Permanent(err)
+	}
+	return s.State, nil
 }
 
 // asksForCheck reports whether ev asks to check a patch set (as opposed to

@@ -36,6 +36,8 @@ type env struct {
 	gerrit *gerritsim.Server
 	h      *Handler
 	b      Buckets
+	cfg    *config.Config
+	tel    *telemetry.Telemetry
 }
 
 func newEnv(t *testing.T) *env {
@@ -85,7 +87,7 @@ jobs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, js: js, jk: jk, gerrit: g, h: h, b: b}
+	return &env{t: t, js: js, jk: jk, gerrit: g, h: h, b: b, cfg: cfg, tel: tel}
 }
 
 func (e *env) handle(data []byte, hdr nats.Header) []stage.Out {
@@ -362,4 +364,61 @@ func ids(outs []stage.Out) []string {
 		r = append(r, o.Subject+" "+o.MsgID)
 	}
 	return r
+}
+
+// TestConcurrentPatchSetsOnTwoReplicas hands patch sets 1 and 2 of a change to
+// two trigger replicas at the same moment: whatever the interleaving, patch
+// set 2 runs and every build of patch set 1 that started is cancelled.
+func TestConcurrentPatchSetsOnTwoReplicas(t *testing.T) {
+	e := newEnv(t)
+	other, err := New(e.cfg, e.h.jenkins, e.b, e.tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := []*Handler{e.h, other}
+	for round := 0; round < 8; round++ {
+		change, _, ev1 := e.upload(gerritsim.Upload{Branch: "main"})
+		_, _, ev2 := e.upload(gerritsim.Upload{Change: change})
+		var mu sync.Mutex
+		var outs []stage.Out
+		var wg sync.WaitGroup
+		for i, ev := range [][]byte{ev1, ev2} {
+			wg.Add(1)
+			go func(h *Handler, ev []byte) {
+				defer wg.Done()
+				for attempt := 0; attempt < 20; attempt++ { // a conflict is redelivered
+					o, err := h.Handle(context.Background(), stage.Msg{Data: ev, Header: nats.Header{}, Delivered: 1, Log: slog.New(slog.DiscardHandler)})
+					if err == nil {
+						mu.Lock()
+						outs = append(outs, o...)
+						mu.Unlock()
+						return
+					}
+				}
+				t.Errorf("change %d: a delivery kept failing", change)
+			}(replicas[(i+round)%2], ev)
+		}
+		wg.Wait()
+		cancelled := map[string]bool{}
+		for _, o := range bySubject(outs, subject.BuildsCancel) {
+			var c build.Cancel
+			if err := build.Decode(o.Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			cancelled[c.BuildID] = true
+		}
+		live := map[int]int{}
+		for _, o := range bySubject(outs, subject.BuildsTriggered) {
+			var tr build.Triggered
+			if err := build.Decode(o.Data, &tr); err != nil {
+				t.Fatal(err)
+			}
+			if !cancelled[tr.BuildID] {
+				live[tr.PatchSet]++
+			}
+		}
+		if live[1] != 0 || live[2] != 2 {
+			t.Errorf("round %d change %d: live builds per patch set = %v; want patch set 2's two jobs only (cancelled %v)", round, change, live, cancelled)
+		}
+	}
 }
