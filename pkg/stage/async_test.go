@@ -18,7 +18,9 @@ import (
 
 type asyncFunc func(ctx context.Context, m stage.Msg, done func([]stage.Out, error))
 
-func (f asyncFunc) Start(ctx context.Context, m stage.Msg, done func([]stage.Out, error)) { f(ctx, m, done) }
+func (f asyncFunc) Start(ctx context.Context, m stage.Msg, done func([]stage.Out, error)) {
+	f(ctx, m, done)
+}
 
 func asyncSetup(t *testing.T) jetstream.JetStream {
 	t.Helper()
