@@ -37,7 +37,7 @@ func TestDefinitionsDecodeStrictly(t *testing.T) {
 		if cfg.AckPolicy != jetstream.AckExplicitPolicy {
 			t.Errorf("consumer %s: ack policy %v; want explicit", cfg.Durable, cfg.AckPolicy)
 		}
-		if cfg.MaxDeliver <= len(cfg.BackOff) {
+		if cfg.MaxDeliver != -1 && cfg.MaxDeliver <= len(cfg.BackOff) {
 			t.Errorf("consumer %s: max_deliver %d must exceed the %d backoff steps", cfg.Durable, cfg.MaxDeliver, len(cfg.BackOff))
 		}
 		if len(cfg.FilterSubjects) == 0 {

@@ -318,9 +318,6 @@ func (c *Config) defaults() {
 	if c.Parser.MaxEventBytes == 0 {
 		c.Parser.MaxEventBytes = 1 << 20
 	}
-	if c.Stages.Concurrency == 0 {
-		c.Stages.Concurrency = 8
-	}
 }
 
 // Validate checks every value and returns all problems at once, each naming its key.

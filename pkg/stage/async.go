@@ -53,6 +53,8 @@ type asyncState struct {
 	mu      sync.Mutex
 	pending map[*delivery]struct{}
 	closed  bool
+	// finishing counts done calls publishing and acking right now.
+	finishing sync.WaitGroup
 }
 
 func (r *runner) startAsync(d *delivery) {
@@ -67,10 +69,14 @@ func (r *runner) startAsync(d *delivery) {
 			_, live := a.pending[d]
 			delete(a.pending, d)
 			closed := a.closed
+			if live && !closed {
+				a.finishing.Add(1) // the drain waits for this publish and ack
+			}
 			a.mu.Unlock()
 			if !live || closed {
 				return // released at shutdown: another replica owns it now
 			}
+			defer a.finishing.Done()
 			defer func() { <-a.slots }()
 			ctx, cancel := context.WithTimeout(trace.ContextWithSpan(r.base, d.span), r.spec.HandleTimeout)
 			defer cancel()
@@ -120,6 +126,13 @@ func (r *runner) releaseAsync() int {
 	a.cancel()
 	for _, d := range ds {
 		r.settle(d.jm.Nak(), "nak", nil)
+	}
+	finished := make(chan struct{})
+	go func() { a.finishing.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(r.spec.DrainTimeout):
+		r.log.Warn("work finishing at shutdown did not complete; it will be redelivered")
 	}
 	return len(ds)
 }
