@@ -17,8 +17,8 @@ func TestDefinitionsDecodeStrictly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load = %v", err)
 	}
-	if len(s.Streams) != 5 || len(s.Consumers) != 4 || len(s.Buckets) != 6 {
-		t.Fatalf("Load = %d streams, %d consumers, %d buckets; want 5, 4, 6", len(s.Streams), len(s.Consumers), len(s.Buckets))
+	if len(s.Streams) != 5 || len(s.Consumers) != 5 || len(s.Buckets) != 6 {
+		t.Fatalf("Load = %d streams, %d consumers, %d buckets; want 5, 5, 6", len(s.Streams), len(s.Consumers), len(s.Buckets))
 	}
 	for _, c := range s.Streams {
 		// Event streams keep what an operator needs to replay.
@@ -44,7 +44,7 @@ func TestDefinitionsDecodeStrictly(t *testing.T) {
 			t.Errorf("consumer %s: no filter subjects", cfg.Durable)
 		}
 	}
-	for _, name := range []string{"parser", "trigger", "monitor", "voter"} {
+	for _, name := range []string{"parser", "trigger", "monitor", "voter", "voter-replay"} {
 		if _, ok := s.ConsumerFor(name); !ok {
 			t.Errorf("no durable consumer %s", name)
 		}
