@@ -24,7 +24,7 @@ func TestProvisionTwiceThenServicesCanBind(t *testing.T) {
 	srv := natstest.Start(t)
 	for i := 0; i < 2; i++ {
 		out, err := gfctl(t, "provision", "--nats", srv.URL())
-		if err != nil || !strings.Contains(out, "provisioned 5 streams, 4 consumers, 6 KV buckets") {
+		if err != nil || !strings.Contains(out, "provisioned 5 streams, 5 consumers, 6 KV buckets") {
 			t.Fatalf("gfctl provision #%d = %q, %v", i+1, out, err)
 		}
 	}

@@ -104,9 +104,9 @@ type runner struct {
 	wg    sync.WaitGroup
 	async *asyncState // set by RunAsync
 
-	msgs     *prometheus.CounterVec
-	outs     *prometheus.CounterVec
-	seconds  *prometheus.HistogramVec
+	msgs     *prometheus.CounterVec // by outcome
+	outs     *prometheus.CounterVec // by subject
+	seconds  prometheus.ObserverVec // by outcome
 	inFlight prometheus.Gauge
 }
 
@@ -140,10 +140,12 @@ func newRunner(ctx context.Context, js jetstream.JetStream, spec Spec, h Handler
 	if need := spec.Concurrency; info.Config.MaxAckPending > 0 && info.Config.MaxAckPending < need {
 		return nil, fmt.Errorf("consumer %s: max_ack_pending %d is below this replica's concurrency %d", spec.Durable, info.Config.MaxAckPending, need)
 	}
-	r.msgs = tel.Counter("messages_total", "Messages handled, by outcome (ack, nak, dlq, term).", "outcome")
-	r.outs = tel.Counter("published_total", "Messages published, by subject.", "subject")
-	r.seconds = tel.Histogram("handle_seconds", "Time to handle one message, publish its outputs and ack it.", "outcome")
-	r.inFlight = tel.Gauge("in_flight", "Messages being handled now.").WithLabelValues()
+	// Labelled by consumer: one service may run several loops (the voter does).
+	c := prometheus.Labels{"consumer": spec.Durable}
+	r.msgs = tel.Counter("messages_total", "Messages handled, by consumer and outcome (ack, nak, dlq, term).", "consumer", "outcome").MustCurryWith(c)
+	r.outs = tel.Counter("published_total", "Messages published, by consumer and subject.", "consumer", "subject").MustCurryWith(c)
+	r.seconds = tel.Histogram("handle_seconds", "Time to handle one message, publish its outputs and ack it.", "consumer", "outcome").MustCurryWith(c)
+	r.inFlight = tel.Gauge("in_flight", "Messages being handled now, by consumer.", "consumer").With(c)
 	return r, nil
 }
 

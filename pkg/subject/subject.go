@@ -19,6 +19,7 @@ const (
 	BuildsCompleted = "ci.builds.completed"
 	BuildsStarted   = "ci.builds.started"
 	VotesPosted     = "ci.votes.posted"
+	VotesReplay     = "ci.votes.replay" // gfctl replay of ci.votes.posted: the voter posts again
 	DLQPrefix       = "gerritflow.dlq."
 )
 

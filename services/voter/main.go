@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -64,5 +65,18 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	h := voter.New(cfg.Vote, gc, kv[streams.BucketBuildSets], kv[streams.BucketBuilds], kv[streams.BucketVotes], tel)
 	tel.AddReadyCheck(bus.Healthy(js))
 	tel.Ready()
-	return stage.Run(ctx, js, voter.Spec.Tuned(cfg.Stages), h, tel)
+	// Two loops, ci.builds.completed and ci.votes.replay: both drain on
+	// SIGTERM, and either failing stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, loop := range []func() error{
+		func() error { return stage.Run(ctx, js, voter.Spec.Tuned(cfg.Stages), h, tel) },
+		func() error {
+			return stage.Run(ctx, js, voter.ReplaySpec.Tuned(cfg.Stages), h.Replays(), tel)
+		},
+	} {
+		go func() { err := loop(); cancel(); errs <- err }()
+	}
+	return errors.Join(<-errs, <-errs)
 }

@@ -1,6 +1,8 @@
 // Package voter is the last stage: when every job of a build set has
 // completed, it posts one review on the exact patch set that was built and
-// publishes what it posted on ci.votes.posted.
+// publishes what it posted on ci.votes.posted. A vote an operator replays
+// (gfctl replay ci.votes.posted publishes it on ci.votes.replay) is decided
+// and posted again, once per replay id.
 //
 // Exactly once: the votes bucket holds one record per build set (or per
 // build set and replay id). A replica claims it with Create before it talks
@@ -35,13 +37,18 @@ import (
 	"github.com/gerritflow/gerritflow/streams"
 )
 
-// Spec is the voter's consumer.
+// Spec is the voter's consumer of ci.builds.completed.
 var Spec = stage.Spec{Service: "voter", Stream: streams.CIBuilds, Durable: "voter", HandleTimeout: 2 * time.Minute}
+
+// ReplaySpec is the voter's consumer of ci.votes.replay: votes an operator
+// asked to post again (gfctl replay ci.votes.posted). Its poison messages go to
+// the voter's DLQ, gerritflow.dlq.voter, like those of Spec.
+var ReplaySpec = stage.Spec{Service: "voter", Stream: streams.CIVotes, Durable: "voter-replay", HandleTimeout: 2 * time.Minute}
 
 // Needs is what the voter binds to.
 var Needs = streams.Need{
 	Streams:   []string{streams.CIBuilds, streams.CIVotes, streams.DLQ},
-	Consumers: []string{"voter"},
+	Consumers: []string{"voter", "voter-replay"},
 	Buckets:   []string{streams.BucketBuildSets, streams.BucketBuilds, streams.BucketVotes},
 }
 
@@ -99,10 +106,6 @@ var errBusy = errors.New("vote is being posted")
 // Handle takes one ci.builds.completed message. It votes when the message's
 // build set is complete, and does nothing otherwise: the last completion votes.
 func (v *Voter) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
-	log := m.Log
-	if log == nil {
-		log = v.log
-	}
 	var c build.Completed
 	if err := build.Decode(m.Data, &c); err != nil {
 		return nil, stage.Permanent(fmt.Errorf("%s seq %d: %w", m.Subject, m.StreamSeq, err))
@@ -110,17 +113,66 @@ func (v *Voter) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
 	if c.BuildSet == "" || c.Job == "" {
 		return nil, stage.Permanent(fmt.Errorf("%s seq %d: no buildset or job", m.Subject, m.StreamSeq))
 	}
-	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(telemetry.AttrBuildSet.String(c.BuildSet))
-
 	set, err := v.readSet(ctx, c.BuildSet)
 	if err != nil {
 		return nil, err
 	}
+	return v.decide(ctx, m, set, &c)
+}
+
+// Replays is the handler of ci.votes.replay. Its message is a vote as
+// ci.votes.posted carries it, with a Gerritflow-Replay header: the voter
+// does for the vote's build set exactly what a replayed ci.builds.completed
+// does — recompute the vote from the buildsets and builds records and post it
+// once under the votes key <buildset>.<replay-token>.
+func (v *Voter) Replays() stage.Handler { return stage.HandlerFunc(v.handleReplay) }
+
+func (v *Voter) handleReplay(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
+	if m.Header.Get(bus.Replay) == "" {
+		// Only an operator's replay posts a vote again; a stray publish must not.
+		return nil, stage.Permanent(fmt.Errorf("%s seq %d: no %s header: a vote is posted again only by a deliberate replay (gfctl replay %s)",
+			m.Subject, m.StreamSeq, bus.Replay, subject.VotesPosted))
+	}
+	var old build.Vote
+	if err := build.Decode(m.Data, &old); err != nil {
+		return nil, stage.Permanent(fmt.Errorf("%s seq %d: %w", m.Subject, m.StreamSeq, err))
+	}
+	if old.BuildSet == "" {
+		return nil, stage.Permanent(fmt.Errorf("%s seq %d: vote without buildset", m.Subject, m.StreamSeq))
+	}
+	set, err := v.readSet(ctx, old.BuildSet)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		// The vote proves the build set was recorded, long ago: its record expired.
+		return nil, stage.Permanent(fmt.Errorf("replay vote of buildset %s: the build set record is gone (older than the buildsets bucket's max age?): %w", old.BuildSet, err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if old.Change != 0 && old.Change != set.Change || old.Project != "" && old.Project != set.Project {
+		return nil, stage.Permanent(fmt.Errorf("replay vote of buildset %s: the vote is for %s~%d, the build set for %s~%d",
+			set.ID, old.Project, old.Change, set.Project, set.Change))
+	}
+	return v.decide(ctx, m, set, nil)
+}
+
+// decide votes on set once every job is completed. c is the completion that
+// brought the message, if any: its build counts as completed whatever its
+// record says.
+func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build.Completed) ([]stage.Out, error) {
+	log := m.Log
+	if log == nil {
+		log = v.log
+	}
 	log = withSet(log, m.Header, set)
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(telemetry.AttrBuildSet.String(set.ID))
+	job := ""
+	if c != nil {
+		job = c.Job
+	}
 	if set.State == build.SetSuperseded || set.State == build.SetAbandoned {
 		v.votesTotal.WithLabelValues(set.State).Inc()
-		log.InfoContext(ctx, "no vote", telemetry.KeyDecision, "skip", telemetry.KeyReason, "build set "+set.State, telemetry.KeyJob, c.Job)
+		log.InfoContext(ctx, "no vote", telemetry.KeyDecision, "skip", telemetry.KeyReason, "build set "+set.State, telemetry.KeyJob, job)
 		return nil, nil
 	}
 	builds, pending, err := v.readBuilds(ctx, set, c)
@@ -128,16 +180,16 @@ func (v *Voter) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
 		return nil, err
 	}
 	if len(pending) > 0 {
-		log.InfoContext(ctx, "waiting for builds", telemetry.KeyDecision, "wait", telemetry.KeyJob, c.Job, "pending", pending)
+		if c == nil { // a replayed vote: its builds completed before it was first posted
+			return nil, fmt.Errorf("replay vote of buildset %s: builds %v not completed in KV yet", set.ID, pending)
+		}
+		log.InfoContext(ctx, "waiting for builds", telemetry.KeyDecision, "wait", telemetry.KeyJob, job, "pending", pending)
 		return nil, nil
 	}
 	link(span, set, builds)
 
 	replay := m.Header.Get(bus.Replay)
-	key := set.ID
-	if replay != "" {
-		key += "." + subject.Token(replay)
-	}
+	key := VotesKey(set.ID, replay)
 	if !v.enter(key) {
 		return nil, fmt.Errorf("vote %s: %w by this replica", key, errBusy)
 	}
@@ -152,6 +204,15 @@ func (v *Voter) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
 		return nil, err
 	}
 	return []stage.Out{output(rec, m)}, nil
+}
+
+// VotesKey is the key of set's vote in the votes bucket: the build set id,
+// or <buildset>.<replay-token> for a replay, so that each replay posts once.
+func VotesKey(setID, replay string) string {
+	if replay == "" {
+		return setID
+	}
+	return setID + "." + subject.Token(replay)
 }
 
 // withSet adds the build set's keys the stage loop did not find in the headers.
@@ -200,9 +261,9 @@ func (v *Voter) readSet(ctx context.Context, id string) (build.Set, error) {
 }
 
 // readBuilds returns the builds of every job of set, in the set's order, and
-// the jobs not completed yet. The build of the message itself counts as
+// the jobs not completed yet. The build of the completion c, if any, counts as
 // completed whatever its record says (a KV read may lag behind the monitor).
-func (v *Voter) readBuilds(ctx context.Context, set build.Set, c build.Completed) ([]build.Build, []string, error) {
+func (v *Voter) readBuilds(ctx context.Context, set build.Set, c *build.Completed) ([]build.Build, []string, error) {
 	var builds []build.Build
 	var pending []string
 	mine := false
@@ -220,7 +281,7 @@ func (v *Voter) readBuilds(ctx context.Context, set build.Set, c build.Completed
 				return nil, nil, stage.Permanent(fmt.Errorf("read build %s: %w", key, err))
 			}
 		}
-		if j.Name == c.Job {
+		if c != nil && j.Name == c.Job {
 			mine = true
 			if b.State != build.StateCompleted {
 				b.State, b.Result, b.Number, b.URL, b.Duration = build.StateCompleted, c.Result, c.Number, c.URL, c.Duration
@@ -234,7 +295,7 @@ func (v *Voter) readBuilds(ctx context.Context, set build.Set, c build.Completed
 		}
 		builds = append(builds, b)
 	}
-	if !mine {
+	if c != nil && !mine {
 		return nil, nil, stage.Permanent(fmt.Errorf("completed build of job %s: not a job of buildset %s", c.Job, set.ID))
 	}
 	return builds, pending, nil
@@ -413,12 +474,11 @@ func (v *Voter) release(ctx context.Context, b ballot, rev uint64, cause error) 
 // output is the ci.votes.posted message of a settled vote. Its Msg-Id is the
 // votes key, so announcing a vote again is dropped by the duplicate window.
 func output(rec build.Vote, m stage.Msg) stage.Out {
-	key := rec.BuildSet
+	key := VotesKey(rec.BuildSet, rec.Replay)
 	h := nats.Header{}
 	h.Set(bus.BuildSet, rec.BuildSet)
 	bus.SetChange(h, rec.Project, rec.Change, rec.PatchSet)
 	if rec.Replay != "" {
-		key += "." + subject.Token(rec.Replay)
 		h.Set(bus.Replay, rec.Replay)
 		if of := m.Header.Get(bus.ReplayOf); of != "" {
 			h.Set(bus.ReplayOf, of)
