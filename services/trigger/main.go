@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
@@ -58,15 +60,32 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 			return err
 		}
 	}
+	files, err := gerritFiles(ctx, cfg, getenv, tel)
+	if err != nil {
+		return err
+	}
 	b, err := trigger.OpenBuckets(ctx, js)
 	if err != nil {
 		return err
 	}
-	h, err := trigger.New(cfg, jk, b, tel)
+	h, err := trigger.New(cfg, jk, files, b, tel)
 	if err != nil {
 		return err
 	}
 	tel.AddReadyCheck(bus.Healthy(js))
 	tel.Ready()
 	return stage.Run(ctx, js, trigger.Spec.Tuned(cfg.Stages), h, tel)
+}
+
+// gerritFiles is the Gerrit client for jobs with file patterns (nil when no
+// job has any: then the trigger needs no Gerrit credentials).
+func gerritFiles(ctx context.Context, cfg *config.Config, getenv func(string) string, tel *telemetry.Telemetry) (trigger.Files, error) {
+	if !slices.ContainsFunc(cfg.Jobs, func(j config.Job) bool { return len(j.Files) > 0 }) {
+		return nil, nil
+	}
+	password, err := cfg.GerritPassword(getenv)
+	if err != nil {
+		return nil, err
+	}
+	return gerrit.New(ctx, cfg.Gerrit.URL, cfg.Gerrit.User, password, tel.HTTPClient("gerrit", cfg.Gerrit.Timeout.D()))
 }

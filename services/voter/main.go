@@ -16,7 +16,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
-	"github.com/gerritflow/gerritflow/services/voter/internal/gerrit"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/services/voter/internal/voter"
 	"github.com/gerritflow/gerritflow/streams"
 )

@@ -73,7 +73,7 @@ jobs: [ { name: unit, jenkins_job: unit, events: [ { type: patchset-created } ],
 		if err != nil {
 			b.Fatal(err)
 		}
-		h, err := New(cfg, client, buckets, tel)
+		h, err := New(cfg, client, nil, buckets, tel)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -51,9 +51,16 @@ type Jenkins interface {
 	CancelQueueItem(ctx context.Context, id int64) error
 }
 
+// Files is what the trigger needs from Gerrit: the paths a revision changes
+// (for jobs with file patterns).
+type Files interface {
+	Files(ctx context.Context, project string, number int, revision string) ([]string, error)
+}
+
 // Handler is the trigger stage.
 type Handler struct {
 	jobs      []Job
+	files     Files // nil when no job has file patterns
 	ciUser    string
 	gerritURL string
 	jenkins   Jenkins
@@ -74,18 +81,24 @@ type Handler struct {
 // Buckets are the KV buckets the trigger writes.
 type Buckets struct{ Changes, BuildSets, Builds jetstream.KeyValue }
 
-// New builds the handler. maxCalls bounds concurrent Jenkins calls (0: 16).
-func New(cfg *config.Config, jk Jenkins, b Buckets, tel *telemetry.Telemetry) (*Handler, error) {
+// New builds the handler. jenkins.max_concurrent bounds concurrent Jenkins
+// calls (default 16). files may be nil unless a job has file patterns.
+func New(cfg *config.Config, jk Jenkins, files Files, b Buckets, tel *telemetry.Telemetry) (*Handler, error) {
 	jobs, err := Compile(cfg.Jobs)
 	if err != nil {
 		return nil, err
+	}
+	for i, j := range jobs {
+		if j.NeedsFiles() && files == nil {
+			return nil, fmt.Errorf("jobs[%d].files: needs gerrit.url and gerrit.password_env to read a change's files", i)
+		}
 	}
 	maxCalls := cfg.Jenkins.MaxConcurrent
 	if maxCalls <= 0 {
 		maxCalls = 16
 	}
 	return &Handler{
-		jobs: jobs, ciUser: cfg.Gerrit.User, gerritURL: cfg.Gerrit.URL, jenkins: jk,
+		jobs: jobs, files: files, ciUser: cfg.Gerrit.User, gerritURL: cfg.Gerrit.URL, jenkins: jk,
 		changes: b.Changes, sets: b.BuildSets, builds: b.Builds,
 		calls: make(chan struct{}, maxCalls), now: time.Now,
 		decisions: tel.Counter("decisions_total", "Trigger decisions by kind.", "decision"),
@@ -123,8 +136,18 @@ func (h *Handler) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) 
 		}
 	}
 	var jobs []Job
+	var files []string // read once, when a matched job has file patterns
 	for _, j := range h.jobs {
-		if ok, why := Match(j, ev); ok {
+		ok, why := Match(j, ev)
+		if ok && j.NeedsFiles() && ev.Revision() != "" {
+			if files == nil {
+				if files, err = h.files.Files(ctx, ev.ProjectName(), ev.ChangeNumber(), ev.Revision()); err != nil {
+					return nil, err
+				}
+			}
+			ok, why = MatchFiles(j, files), "no changed file matches"
+		}
+		if ok {
 			jobs = append(jobs, j)
 		} else if ev.ProjectName() != "" {
 			log.DebugContext(ctx, "job not matched", telemetry.KeyJob, j.Name, telemetry.KeyReason, why)

@@ -17,6 +17,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/build"
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
 	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
@@ -75,6 +76,11 @@ jobs:
     jenkins_job: gate
     events: [ { type: change-merged } ]
     projects: [ "platform/core" ]
+  - name: docs
+    jenkins_job: lint
+    events: [ { type: patchset-created } ]
+    projects: [ "docs/site" ]
+    files: [ "glob:docs/**", "mkdocs.yml" ]
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +89,11 @@ jobs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(cfg, client, b, tel)
+	files, err := gerrit.New(ctx, g.URL(), gerritsim.DefaultUser, config.Secret(gerritsim.DefaultPassword), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(cfg, client, files, b, tel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +381,7 @@ func ids(outs []stage.Out) []string {
 // set 2 runs and every build of patch set 1 that started is cancelled.
 func TestConcurrentPatchSetsOnTwoReplicas(t *testing.T) {
 	e := newEnv(t)
-	other, err := New(e.cfg, e.h.jenkins, e.b, e.tel)
+	other, err := New(e.cfg, e.h.jenkins, e.h.files, e.b, e.tel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,5 +430,21 @@ func TestConcurrentPatchSetsOnTwoReplicas(t *testing.T) {
 		if live[1] != 0 || live[2] != 2 {
 			t.Errorf("round %d change %d: live builds per patch set = %v; want patch set 2's two jobs only (cancelled %v)", round, change, live, cancelled)
 		}
+	}
+}
+
+func TestFilePatternsAskGerritForTheChangedFiles(t *testing.T) {
+	e := newEnv(t)
+	_, _, code := e.upload(gerritsim.Upload{Project: "docs/site", Branch: "main", Files: []string{"src/main.go"}})
+	if outs := e.handle(code, nil); len(outs) != 0 {
+		t.Errorf("a code-only change started %v; want nothing (no file matches docs/**)", ids(outs))
+	}
+	_, _, docs := e.upload(gerritsim.Upload{Project: "docs/site", Branch: "main", Files: []string{"src/main.go", "docs/guide/intro.md"}})
+	if outs := bySubject(e.handle(docs, nil), subject.BuildsTriggered); len(outs) != 1 {
+		t.Errorf("a docs change started %v; want the docs job", ids(outs))
+	}
+	cfg := *e.cfg
+	if _, err := New(&cfg, e.h.jenkins, nil, e.b, e.tel); err == nil || !strings.Contains(err.Error(), "jobs[3].files") {
+		t.Errorf("New without a Gerrit client = %v; want an error naming jobs[3].files", err)
 	}
 }

@@ -140,6 +140,19 @@ func matchApprovals(want map[string]int, got []event.Approval) bool {
 	return changed
 }
 
+// NeedsFiles reports whether j only runs for changes touching some paths.
+func (j Job) NeedsFiles() bool { return len(j.files) > 0 }
+
+// MatchFiles reports whether any changed path matches the job's file patterns.
+func MatchFiles(j Job, files []string) bool {
+	for _, f := range files {
+		if j.files.Match(f) {
+			return true
+		}
+	}
+	return false
+}
+
 // Params returns the Jenkins parameters the Gerrit Trigger plugin passes for
 // ev, the job's constants and GERRITFLOW_BUILD_ID, so existing jobs run unchanged.
 // gerritURL is the Gerrit web URL (for GERRIT_HOST, GERRIT_SCHEME, GERRIT_PORT).

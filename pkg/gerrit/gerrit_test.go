@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/stage"
-	"github.com/gerritflow/gerritflow/services/voter/internal/gerrit"
 )
 
 const project = "platform/core" // a "/" that must travel as %2F
@@ -173,5 +173,30 @@ func TestNewRefusesCredentialsInURL(t *testing.T) {
 	_, err := gerrit.New(context.Background(), "http://ci:pw@127.0.0.1:1/", "ci", "pw", http.DefaultClient)
 	if err == nil || !strings.Contains(err.Error(), "gerrit.url") || strings.Contains(err.Error(), "pw@") {
 		t.Errorf("New(url with credentials) = %v; want an error naming gerrit.url, without the password", err)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	g := gerritsim.Start(t)
+	c := newClient(t, g.URL(), 5*time.Second)
+	n, _, ev, err := g.Upload(gerritsim.Upload{Project: project, Files: []string{"src/main.go", "docs/README.md"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e struct {
+		PatchSet struct{ Revision string } `json:"patchSet"`
+	}
+	if err := json.Unmarshal(ev, &e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Files(context.Background(), project, n, e.PatchSet.Revision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"docs/README.md", "src/main.go"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("Files = %v; want %v (no /COMMIT_MSG)", got, want)
+	}
+	if _, err := c.Files(context.Background(), project, n+100, e.PatchSet.Revision); err == nil || !stage.IsPermanent(err) {
+		t.Errorf("Files of an unknown change = %v; want a permanent error", err)
 	}
 }

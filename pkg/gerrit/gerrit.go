@@ -1,5 +1,6 @@
-// Package gerrit is the voter's adapter over go-gerrit: read a change, post a
-// review on an exact revision, look for a message already posted. It owns the
+// Package gerrit is gerritflow's adapter over go-gerrit: read a change, list a
+// revision's files (trigger), post a review on an exact revision and look for
+// a message already posted (voter). It owns the
 // mapping from HTTP answers to error classes, so the handler never sees a
 // status code:
 //
@@ -19,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -134,6 +136,23 @@ func (c *Client) HasMessage(ctx context.Context, project string, number int, mar
 		}
 	}
 	return false, nil
+}
+
+// Files lists the paths a revision changes, without Gerrit's magic files
+// (/COMMIT_MSG, /MERGE_LIST, /PATCHSET_LEVEL).
+func (c *Client) Files(ctx context.Context, project string, number int, revision string) ([]string, error) {
+	files, resp, err := c.api.Changes.ListFiles(ctx, changeID(project, number), revision, nil)
+	if err != nil {
+		return nil, classify(fmt.Sprintf("list files of %s~%d rev %s", project, number, revision), err, resp)
+	}
+	out := make([]string, 0, len(files))
+	for path := range files {
+		if !strings.HasPrefix(path, "/") {
+			out = append(out, path)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // classify names op in err (from a call that got resp, possibly nil) and
