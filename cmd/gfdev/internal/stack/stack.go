@@ -233,6 +233,11 @@ func (s *Stack) startNATS() error {
 	port := s.opts.NATSPort
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		s.logf("port %d is taken; NATS listens on a free port instead", port)
+		port = server.RANDOM_PORT
+	} else {
+		ln.Close()
 	}
 	so := &server.Options{
 		ServerName: "gfdev", Host: "127.0.0.1", Port: port,

@@ -51,8 +51,11 @@ func describe(m *nats.Msg, print func(change, stage, text string)) {
 	}
 	switch {
 	case m.Subject == "gerrit.raw":
-		print(change, "bridge", fmt.Sprintf("Kinesis record %s #%s (%s) -> gerrit.raw",
-			h.Get(bus.KinesisShard), short(h.Get(bus.KinesisSequence), 12), h.Get(bus.KinesisPartition)))
+		seq := h.Get(bus.KinesisSequence) // sequence numbers share a long prefix: show the end
+		if len(seq) > 8 {
+			seq = "…" + seq[len(seq)-8:]
+		}
+		print(change, "bridge", fmt.Sprintf("Kinesis record %s %s (%s) -> gerrit.raw", h.Get(bus.KinesisShard), seq, h.Get(bus.KinesisPartition)))
 	case strings.HasPrefix(m.Subject, "gerrit.events."):
 		print(change, "parser", fmt.Sprintf("%s %s -> %s", h.Get(bus.GerritEventType), h.Get(bus.GerritProject), m.Subject))
 	case m.Subject == "ci.builds.triggered":
