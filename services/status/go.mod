@@ -1,0 +1,3 @@
+module github.com/gerritflow/gerritflow/services/status
+
+go 1.26.0
