@@ -105,7 +105,11 @@ var errBusy = errors.New("vote is being posted")
 
 // Handle takes one ci.builds.completed message. It votes when the message's
 // build set is complete, and does nothing otherwise: the last completion votes.
+// A ci.builds.triggered message posts the optional "build started" message.
 func (v *Voter) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
+	if m.Subject == subject.BuildsTriggered {
+		return v.started(ctx, m)
+	}
 	var c build.Completed
 	if err := build.Decode(m.Data, &c); err != nil {
 		return nil, stage.Permanent(fmt.Errorf("%s seq %d: %w", m.Subject, m.StreamSeq, err))
