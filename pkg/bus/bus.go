@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/streams"
 )
 
 // Header names.
@@ -151,5 +152,18 @@ func Healthy(js jetstream.JetStream) func(context.Context) error {
 			return fmt.Errorf("nats %s", s)
 		}
 		return nil
+	}
+}
+
+// Ready returns the readiness check of a service (telemetry's /readyz): NATS
+// is connected, and every stream, durable consumer and bucket the service
+// binds to exists (streams.Check, which names what is missing).
+func Ready(js jetstream.JetStream, need streams.Need) func(context.Context) error {
+	healthy := Healthy(js)
+	return func(ctx context.Context) error {
+		if err := healthy(ctx); err != nil {
+			return err
+		}
+		return streams.Check(ctx, js, need)
 	}
 }

@@ -75,6 +75,9 @@ type Spec struct {
 	DrainTimeout time.Duration
 	// MaxPending bounds an AsyncHandler's unfinished work (RunAsync).
 	MaxPending int
+	// LagInterval is how often the loop reads its consumer's info for the
+	// consumer_*_messages gauges (default 15s).
+	LagInterval time.Duration
 }
 
 // Run consumes until ctx ends, then drains: it stops pulling, lets in-flight
@@ -108,6 +111,8 @@ type runner struct {
 	outs     *prometheus.CounterVec // by subject
 	seconds  prometheus.ObserverVec // by outcome
 	inFlight prometheus.Gauge
+	// consumer lag, as the server counts it for the durable (all replicas)
+	pending, ackPending, redelivered prometheus.Gauge
 }
 
 func newRunner(ctx context.Context, js jetstream.JetStream, spec Spec, h Handler, tel *telemetry.Telemetry) (*runner, error) {
@@ -119,6 +124,9 @@ func newRunner(ctx context.Context, js jetstream.JetStream, spec Spec, h Handler
 	}
 	if spec.DrainTimeout <= 0 {
 		spec.DrainTimeout = 25 * time.Second
+	}
+	if spec.LagInterval <= 0 {
+		spec.LagInterval = 15 * time.Second
 	}
 	cons, err := js.Consumer(ctx, spec.Stream, spec.Durable)
 	if err != nil {
@@ -146,7 +154,38 @@ func newRunner(ctx context.Context, js jetstream.JetStream, spec Spec, h Handler
 	r.outs = tel.Counter("published_total", "Messages published, by consumer and subject.", "consumer", "subject").MustCurryWith(c)
 	r.seconds = tel.Histogram("handle_seconds", "Time to handle one message, publish its outputs and ack it.", "consumer", "outcome").MustCurryWith(c)
 	r.inFlight = tel.Gauge("in_flight", "Messages being handled now, by consumer.", "consumer").With(c)
+	r.pending = tel.Gauge("consumer_pending_messages",
+		"Messages of the stream not yet delivered to the consumer (its num_pending: the backlog), by consumer.", "consumer").With(c)
+	r.ackPending = tel.Gauge("consumer_ack_pending_messages",
+		"Messages delivered and not yet acked (num_ack_pending), by consumer.", "consumer").With(c)
+	r.redelivered = tel.Gauge("consumer_redelivered_messages",
+		"Messages delivered more than once and not yet acked (num_redelivered), by consumer.", "consumer").With(c)
 	return r, nil
+}
+
+// watchLag sets the consumer_*_messages gauges from the consumer's info at
+// once and then every LagInterval, until stop is closed. A failed read keeps
+// the last values (a broker outage shows in the logs and in /readyz).
+func (r *runner) watchLag(stop <-chan struct{}) {
+	t := time.NewTicker(r.spec.LagInterval)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(r.base, 5*time.Second)
+		info, err := r.cons.Info(ctx)
+		cancel()
+		if err != nil {
+			r.log.Debug("read consumer info", telemetry.KeyErr, err)
+		} else {
+			r.pending.Set(float64(info.NumPending))
+			r.ackPending.Set(float64(info.NumAckPending))
+			r.redelivered.Set(float64(info.NumRedelivered))
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (r *runner) run(ctx context.Context) error {
@@ -159,6 +198,9 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", r.spec.Durable, err)
 	}
+	stopLag := make(chan struct{})
+	defer close(stopLag)
+	go r.watchLag(stopLag)
 	r.log.Info("consuming", "stream", r.spec.Stream, "concurrency", r.spec.Concurrency,
 		"ack_wait", r.ackWait.String(), "max_deliver", r.maxDel)
 	<-ctx.Done()
@@ -367,17 +409,16 @@ func (r *runner) startSpan(ctx context.Context, jm jetstream.Msg, md *jetstream.
 	return r.tel.Tracer.Start(ctx, "process "+jm.Subject(), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 }
 
-// ChangeAttrs returns the gerrit.* and ci.* span attributes found in h.
+// ChangeAttrs returns the gerrit.*, ci.* and replay span attributes found in h.
 func ChangeAttrs(h nats.Header) []attribute.KeyValue {
-	var attrs []attribute.KeyValue
-	if v, err := strconv.Atoi(h.Get(bus.GerritChange)); err == nil {
-		attrs = append(attrs, telemetry.AttrChange.Int(v))
+	change, _ := strconv.Atoi(h.Get(bus.GerritChange))
+	patchset, _ := strconv.Atoi(h.Get(bus.GerritPatchset))
+	attrs := telemetry.ChangeAttrs(h.Get(bus.GerritProject), change, patchset)
+	if v := h.Get(bus.GerritEventType); v != "" {
+		attrs = append(attrs, telemetry.AttrEventType.String(v))
 	}
-	if v, err := strconv.Atoi(h.Get(bus.GerritPatchset)); err == nil {
-		attrs = append(attrs, telemetry.AttrPatchset.Int(v))
-	}
-	if v := h.Get(bus.GerritProject); v != "" {
-		attrs = append(attrs, telemetry.AttrProject.String(v))
+	if v := h.Get(bus.Replay); v != "" {
+		attrs = append(attrs, telemetry.AttrReplay.String(v))
 	}
 	if v := h.Get(bus.BuildSet); v != "" {
 		attrs = append(attrs, telemetry.AttrBuildSet.String(v))

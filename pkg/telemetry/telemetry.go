@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,7 +55,28 @@ const (
 	AttrProject  = attribute.Key("gerrit.project")
 	AttrBuildSet = attribute.Key("ci.buildset")
 	AttrJob      = attribute.Key("ci.job")
+	// AttrEventType is the Gerrit event type (patchset-created, ...).
+	AttrEventType = attribute.Key("gerrit.event.type")
+	// AttrJenkinsJob is the full name of the Jenkins job (folder/unit-tests).
+	AttrJenkinsJob = attribute.Key("jenkins.job")
+	// AttrReplay is the replay id of a message an operator replayed.
+	AttrReplay = attribute.Key("gerritflow.replay.id")
 )
+
+// ChangeAttrs returns the gerrit.* attributes of a change (those with a value).
+func ChangeAttrs(project string, change, patchset int) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if change > 0 {
+		attrs = append(attrs, AttrChange.Int(change))
+	}
+	if patchset > 0 {
+		attrs = append(attrs, AttrPatchset.Int(patchset))
+	}
+	if project != "" {
+		attrs = append(attrs, AttrProject.String(project))
+	}
+	return attrs
+}
 
 // Telemetry is one service's logger, tracer, metrics and health server.
 type Telemetry struct {
@@ -204,19 +227,75 @@ func (t *Telemetry) serveReady(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// HTTPClient returns a client whose requests are client spans of this
-// service's tracer, named after peer ("jenkins", "gerrit").
+// HTTPClient returns the client for peer ("jenkins", "gerrit"). Each request
+// is a client span of this service's tracer, named "<peer> <METHOD> <path>",
+// carrying the gerrit.* and ci.* attributes of the span that makes the call
+// (see clientAttrs); and its latency is observed in
+// gerritflow_<service>_http_client_seconds{peer,method,code}, without URLs
+// in the labels.
 func (t *Telemetry) HTTPClient(peer string, timeout time.Duration) *http.Client {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	tr := otelhttp.NewTransport(http.DefaultTransport.(*http.Transport).Clone(),
+	seconds := t.Histogram("http_client_seconds",
+		"Latency of HTTP calls to Jenkins and Gerrit, by peer, method and status code (\"error\": no response).",
+		"peer", "method", "code").MustCurryWith(prometheus.Labels{"peer": peer})
+	measured := measuredTransport{next: http.DefaultTransport.(*http.Transport).Clone(), seconds: seconds}
+	traced := otelhttp.NewTransport(measured,
 		otelhttp.WithTracerProvider(t.tp),
 		otelhttp.WithPropagators(bus.Propagator),
+		otelhttp.WithSpanOptions(trace.WithAttributes(semconv.ServicePeerName(peer))),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
 			return peer + " " + r.Method + " " + r.URL.Path
 		}))
-	return &http.Client{Transport: tr, Timeout: timeout}
+	return &http.Client{Transport: callerAttrs{next: traced}, Timeout: timeout}
+}
+
+// clientAttrs are the attributes a client span takes over from the span
+// that makes the call: who the call is for.
+var clientAttrs = []attribute.Key{AttrChange, AttrPatchset, AttrProject, AttrEventType, AttrBuildSet, AttrJob, AttrJenkinsJob}
+
+type callerAttrsKey struct{}
+
+// callerAttrs runs before otelhttp starts the client span: it reads the
+// clientAttrs of the caller's span (an SDK span exposes what was set on it)
+// and hands them down in the request's context.
+type callerAttrs struct{ next http.RoundTripper }
+
+func (rt callerAttrs) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ro, ok := trace.SpanFromContext(r.Context()).(sdktrace.ReadOnlySpan); ok {
+		var attrs []attribute.KeyValue
+		for _, kv := range ro.Attributes() {
+			if slices.Contains(clientAttrs, kv.Key) {
+				attrs = append(attrs, kv)
+			}
+		}
+		if len(attrs) > 0 {
+			r = r.WithContext(context.WithValue(r.Context(), callerAttrsKey{}, attrs))
+		}
+	}
+	return rt.next.RoundTrip(r)
+}
+
+// measuredTransport runs inside the client span: it sets the caller's
+// attributes on it and measures the call on the wire.
+type measuredTransport struct {
+	next    http.RoundTripper
+	seconds prometheus.ObserverVec // by method, code
+}
+
+func (rt measuredTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if attrs, ok := r.Context().Value(callerAttrsKey{}).([]attribute.KeyValue); ok {
+		trace.SpanFromContext(r.Context()).SetAttributes(attrs...)
+	}
+	start := time.Now()
+	resp, err := rt.next.RoundTrip(r)
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(resp.StatusCode)
+	}
+	rt.seconds.WithLabelValues(r.Method, code).Observe(time.Since(start).Seconds())
+	return resp, err
 }
 
 // TracerProvider exposes the provider (for libraries that take one).

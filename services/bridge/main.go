@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	tel.AddReadyCheck(bus.Healthy(js))
+	tel.AddReadyCheck(bus.Ready(js, bridge.Needs)) // NATS connected, streams and consumers present
 	tel.Ready()
 	return b.Run(ctx) // on cancel: stop reading, last PubAcks, last checkpoints, release
 }

@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	tel.AddReadyCheck(bus.Healthy(js))
+	tel.AddReadyCheck(bus.Ready(js, monitor.Needs)) // NATS connected, streams and consumers present
 	tel.Ready()
 	return stage.RunAsync(ctx, js, monitor.Spec.Tuned(cfg.Stages), m, tel)
 }

@@ -44,7 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err := streams.Check(ctx, js, parser.Needs); err != nil {
 		return err
 	}
-	tel.AddReadyCheck(bus.Healthy(js))
+	tel.AddReadyCheck(bus.Ready(js, parser.Needs)) // NATS connected, streams and consumers present
 	tel.Ready()
 	return stage.Run(ctx, js, parser.Spec.Tuned(cfg.Stages), parser.New(cfg.Parser.MaxEventBytes, tel), tel)
 }

@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	tel.AddReadyCheck(bus.Healthy(js))
+	tel.AddReadyCheck(bus.Ready(js, trigger.Needs)) // NATS connected, streams and consumers present
 	tel.Ready()
 	return stage.Run(ctx, js, trigger.Spec.Tuned(cfg.Stages), h, tel)
 }

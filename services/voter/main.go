@@ -14,9 +14,9 @@ import (
 
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
-	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/services/voter/internal/voter"
 	"github.com/gerritflow/gerritflow/streams"
 )
@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		}
 	}
 	h := voter.New(cfg.Vote, gc, kv[streams.BucketBuildSets], kv[streams.BucketBuilds], kv[streams.BucketVotes], tel)
-	tel.AddReadyCheck(bus.Healthy(js))
+	tel.AddReadyCheck(bus.Ready(js, voter.Needs)) // NATS connected, streams and consumers present
 	tel.Ready()
 	// Two loops, ci.builds.completed and ci.votes.replay: both drain on
 	// SIGTERM, and either failing stops the other.

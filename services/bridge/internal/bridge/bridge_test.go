@@ -39,6 +39,14 @@ func TestOneReplicaPublishesAndResumes(t *testing.T) {
 	waitCount(t, e.js, subject.Raw, 500, 30*time.Second)
 	e.assertAllPublished(t)
 
+	// Kinesis MillisBehindLatest: one gauge per shard held, 0 once caught up.
+	for deadline := time.Now().Add(5 * time.Second); r1.metric(t, "millis_behind_latest") != 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond) // the next GetRecords of each shard says it caught up
+	}
+	if n, behind := r1.series(t, "millis_behind_latest"), r1.metric(t, "millis_behind_latest"); n != 2 || behind != 0 {
+		t.Errorf("millis_behind_latest: %d series summing to %v; want one per shard (2), 0 once caught up", n, behind)
+	}
+
 	// Each record starts its own trace with a producer span.
 	traces := map[string]tracetest.SpanStub{}
 	for _, sp := range spans.GetSpans() {

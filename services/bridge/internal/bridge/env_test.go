@@ -214,6 +214,21 @@ func (r *replica) metric(t *testing.T, name string, label ...string) float64 {
 	return sum
 }
 
+// series counts the series of gerritflow_bridge_<name>.
+func (r *replica) series(t *testing.T, name string) int {
+	t.Helper()
+	mfs, err := r.tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "gerritflow_bridge_"+name {
+			return len(mf.GetMetric())
+		}
+	}
+	return 0
+}
+
 // intervals records, per shard, when each replica was reading it.
 type intervals struct {
 	mu   sync.Mutex

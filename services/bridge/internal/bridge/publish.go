@@ -31,6 +31,9 @@ const (
 	attrSequence  = attribute.Key("aws.kinesis.sequence_number")
 	attrPartition = attribute.Key("aws.kinesis.partition_key")
 	attrArrival   = attribute.Key("aws.kinesis.approximate_arrival_timestamp")
+	// attrArrivalAge is how long the record sat in Kinesis before the
+	// bridge read it (milliseconds): the first wait of the change's story.
+	attrArrivalAge = attribute.Key("gerritflow.kinesis.arrival_age_ms")
 )
 
 // outMsg is one message being published for a Kinesis record.
@@ -104,7 +107,8 @@ func (b *Bridge) message(shard, seq string, sub int, h nats.Header, data []byte,
 		attrPartition.String(h.Get(bus.KinesisPartition)),
 	}
 	if arrival != nil {
-		attrs = append(attrs, attrArrival.String(arrival.UTC().Format(time.RFC3339Nano)))
+		attrs = append(attrs, attrArrival.String(arrival.UTC().Format(time.RFC3339Nano)),
+			attrArrivalAge.Int64(max(time.Since(*arrival), 0).Milliseconds()))
 	}
 	ctx, span := b.tel.Tracer.Start(context.Background(), "send "+subject.Raw, trace.WithNewRoot(),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))

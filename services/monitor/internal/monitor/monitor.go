@@ -215,7 +215,7 @@ func (m *Monitor) follow(ctx context.Context, r *run, msg stage.Msg, t build.Tri
 	}
 	attrs := append([]attribute.KeyValue{
 		telemetry.AttrBuildSet.String(t.BuildSet), telemetry.AttrJob.String(t.Job),
-		attribute.String("jenkins.job", t.JenkinsJob),
+		telemetry.AttrJenkinsJob.String(t.JenkinsJob),
 	}, stage.ChangeAttrs(msg.Header)...)
 	f := &follower{
 		m: m, run: r, ctx: ctx, t: t, key: t.BuildID, attrs: attrs, waiters: []waiter{w},
@@ -346,8 +346,8 @@ func (m *Monitor) cas(ctx context.Context, key string, change func(cur *build.Bu
 func (m *Monitor) cancel(ctx context.Context, msg stage.Msg, c build.Cancel) error {
 	ctx, cancel := context.WithTimeout(ctx, stepTimeout)
 	defer cancel()
-	ctx, span := m.tracer.Start(ctx, "cancel "+c.JenkinsJob, trace.WithAttributes(
-		telemetry.AttrBuildSet.String(c.BuildSet), telemetry.AttrJob.String(c.Job)))
+	ctx, span := m.tracer.Start(ctx, "cancel "+c.JenkinsJob, trace.WithAttributes(append(stage.ChangeAttrs(msg.Header),
+		telemetry.AttrBuildSet.String(c.BuildSet), telemetry.AttrJob.String(c.Job), telemetry.AttrJenkinsJob.String(c.JenkinsJob))...))
 	defer span.End()
 	log := msg.Log.With(telemetry.KeyJob, c.Job, "build_id", c.BuildID)
 	reason := c.Reason

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/event"
@@ -43,6 +44,11 @@ func (p *Parser) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
 	if err != nil {
 		return nil, stage.Permanent(fmt.Errorf("parse record %s: %w", origin(m.Header), err))
 	}
+	// gerrit.raw carries no Gerrit-* headers: the parser is the first to know
+	// the change, and its consumer span is the first of the trace to name it.
+	span := trace.SpanFromContext(ctx)
+	span.SetAttributes(telemetry.ChangeAttrs(ev.ProjectName(), ev.ChangeNumber(), ev.PatchSetNumber())...)
+	span.SetAttributes(telemetry.AttrEventType.String(ev.Type))
 	if ev.IsMetaRef() { // every upload also updates refs/changes/*/meta: noise
 		p.events.WithLabelValues(ev.Type, "dropped").Inc()
 		m.Log.DebugContext(ctx, "event dropped", telemetry.KeyDecision, "drop", telemetry.KeyReason, "internal ref", "ref", ev.RefUpdate.RefName)

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gerritflow/gerritflow/pkg/build"
@@ -69,6 +70,7 @@ type Handler struct {
 	builds    jetstream.KeyValue
 	calls     chan struct{} // bounds concurrent Jenkins calls
 	now       func() time.Time
+	tracer    trace.Tracer
 
 	decisions *prometheus.CounterVec
 	started   *prometheus.CounterVec
@@ -100,7 +102,7 @@ func New(cfg *config.Config, jk Jenkins, files Files, b Buckets, tel *telemetry.
 	return &Handler{
 		jobs: jobs, files: files, ciUser: cfg.Gerrit.User, gerritURL: cfg.Gerrit.URL, jenkins: jk,
 		changes: b.Changes, sets: b.BuildSets, builds: b.Builds,
-		calls: make(chan struct{}, maxCalls), now: time.Now,
+		calls: make(chan struct{}, maxCalls), now: time.Now, tracer: tel.Tracer,
 		decisions: tel.Counter("decisions_total", "Trigger decisions by kind.", "decision"),
 		started:   tel.Counter("builds_started_total", "Jenkins builds started, by job.", "job"),
 	}, nil
@@ -162,6 +164,7 @@ func (h *Handler) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) 
 		return nil, err
 	}
 	log = log.With(telemetry.KeyBuildSet, set.ID)
+	trace.SpanFromContext(ctx).SetAttributes(telemetry.AttrBuildSet.String(set.ID))
 	if set.State != build.SetRunning {
 		h.decide(ctx, log, "skip", "build set "+set.State)
 		return outs, nil
@@ -418,8 +421,20 @@ func (h *Handler) register(ctx context.Context, ev *event.Event, set build.Set) 
 }
 
 // start makes sure job's build of set exists in Jenkins exactly once and
-// returns its ci.builds.triggered message.
-func (h *Handler) start(ctx context.Context, log *slog.Logger, set build.Set, j Job, ev *event.Event) ([]stage.Out, error) {
+// returns its ci.builds.triggered message. It is a span of its own, the
+// parent of the Jenkins calls: the build's record keeps it as the build's
+// trace context, which the voter links to.
+func (h *Handler) start(ctx context.Context, log *slog.Logger, set build.Set, j Job, ev *event.Event) (outs []stage.Out, err error) {
+	ctx, span := h.tracer.Start(ctx, "start "+j.JenkinsJob, trace.WithAttributes(append(
+		telemetry.ChangeAttrs(set.Project, set.Change, set.PatchSet),
+		telemetry.AttrBuildSet.String(set.ID), telemetry.AttrJob.String(j.Name), telemetry.AttrJenkinsJob.String(j.JenkinsJob))...))
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	key := subject.BuildKey(set.ID, j.Name)
 	log = log.With(telemetry.KeyJob, j.Name)
 	rec := build.Build{

@@ -25,15 +25,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gerritflow/gerritflow/pkg/build"
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
-	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/streams"
 )
 
@@ -169,7 +170,8 @@ func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build
 	}
 	log = withSet(log, m.Header, set)
 	span := trace.SpanFromContext(ctx)
-	span.SetAttributes(telemetry.AttrBuildSet.String(set.ID))
+	// A replayed vote's headers may not name the change: the build set does.
+	span.SetAttributes(append(telemetry.ChangeAttrs(set.Project, set.Change, set.PatchSet), telemetry.AttrBuildSet.String(set.ID))...)
 	job := ""
 	if c != nil {
 		job = c.Job
@@ -305,20 +307,25 @@ func (v *Voter) readBuilds(ctx context.Context, set build.Set, c *build.Complete
 	return builds, pending, nil
 }
 
-// link adds the fan-in: one span link to each build's trace, and one to the
-// triggering event's.
+// link adds the fan-in: one span link to each build's trace (the trigger's
+// span that started it), and one to the triggering event's, each saying
+// which input it is (ci.job, or none for the build set).
 func link(span trace.Span, set build.Set, builds []build.Build) {
-	tps := []string{set.Traceparent}
-	for _, b := range builds {
-		tps = append(tps, b.Traceparent)
+	type input struct {
+		tp    string
+		attrs []attribute.KeyValue
 	}
-	for _, tp := range tps {
-		if tp == "" {
+	ins := []input{{set.Traceparent, []attribute.KeyValue{telemetry.AttrBuildSet.String(set.ID)}}}
+	for _, b := range builds {
+		ins = append(ins, input{b.Traceparent, []attribute.KeyValue{telemetry.AttrBuildSet.String(set.ID), telemetry.AttrJob.String(b.Job)}})
+	}
+	for _, in := range ins {
+		if in.tp == "" {
 			continue
 		}
-		sc := trace.SpanContextFromContext(bus.Extract(context.Background(), nats.Header{bus.Traceparent: {tp}}))
+		sc := trace.SpanContextFromContext(bus.Extract(context.Background(), nats.Header{bus.Traceparent: {in.tp}}))
 		if sc.IsValid() {
-			span.AddLink(trace.Link{SpanContext: sc})
+			span.AddLink(trace.Link{SpanContext: sc, Attributes: in.attrs})
 		}
 	}
 }
