@@ -522,3 +522,28 @@ func (s Spec) Tuned(c config.Stages) Spec {
 	}
 	return s
 }
+
+// Loop is one consumer of a service that runs several (the voter does).
+type Loop struct {
+	Spec    Spec
+	Handler Handler
+}
+
+// RunAll runs every loop until ctx ends or one fails, then drains them all.
+func RunAll(ctx context.Context, js jetstream.JetStream, tel *telemetry.Telemetry, loops ...Loop) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(loops))
+	for _, l := range loops {
+		go func() {
+			err := Run(ctx, js, l.Spec, l.Handler, tel)
+			cancel() // one loop ending stops the others
+			errs <- err
+		}()
+	}
+	var all []error
+	for range loops {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
+}

@@ -10,11 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/gerritflow/gerritflow/pkg/bus"
-	"github.com/gerritflow/gerritflow/pkg/config"
-	"github.com/gerritflow/gerritflow/pkg/telemetry"
+	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/services/bridge/internal/bridge"
-	"github.com/gerritflow/gerritflow/streams"
 )
 
 func main() {
@@ -27,32 +24,19 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg, err := config.Load(args, getenv)
+	s, err := service.Start(ctx, "bridge", bridge.Needs, args, getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Start(ctx, "bridge", cfg.Otel, cfg.Listen.Bridge)
+	defer s.Close(ctx)
+	kc, err := bridge.NewKinesisClient(ctx, s.Config.Kinesis, getenv)
 	if err != nil {
 		return err
 	}
-	defer tel.Shutdown(context.WithoutCancel(ctx))
-	js, err := bus.Connect(ctx, cfg.NATS, "bridge")
+	b, err := bridge.New(ctx, s.JS, kc, bridge.OptionsFrom(s.Config.Kinesis), s.Tel)
 	if err != nil {
 		return err
 	}
-	defer js.Conn().Close()
-	if err := streams.Check(ctx, js, bridge.Needs); err != nil {
-		return err
-	}
-	kc, err := bridge.NewKinesisClient(ctx, cfg.Kinesis, getenv)
-	if err != nil {
-		return err
-	}
-	b, err := bridge.New(ctx, js, kc, bridge.OptionsFrom(cfg.Kinesis), tel)
-	if err != nil {
-		return err
-	}
-	tel.AddReadyCheck(bus.Ready(js, bridge.Needs)) // NATS connected, streams and consumers present
-	tel.Ready()
+	s.Ready()
 	return b.Run(ctx) // on cancel: stop reading, last PubAcks, last checkpoints, release
 }

@@ -9,11 +9,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/gerritflow/gerritflow/pkg/bus"
-	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
+	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/pkg/stage"
-	"github.com/gerritflow/gerritflow/pkg/telemetry"
 	"github.com/gerritflow/gerritflow/services/monitor/internal/monitor"
 	"github.com/gerritflow/gerritflow/streams"
 )
@@ -28,43 +26,28 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg, err := config.Load(args, getenv)
+	s, err := service.Start(ctx, "monitor", monitor.Needs, args, getenv)
 	if err != nil {
 		return err
 	}
-	if _, err := monitor.SettingsFrom(cfg); err != nil { // before connecting to anything
-		return err
-	}
+	defer s.Close(ctx)
+	cfg := s.Config
 	token, err := cfg.JenkinsToken(getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Start(ctx, "monitor", cfg.Otel, cfg.Listen.Monitor)
+	jk, err := jenkins.New(ctx, cfg.Jenkins.URL, cfg.Jenkins.User, token.Reveal(), s.Tel.HTTPClient("jenkins", cfg.Jenkins.Timeout.D()))
 	if err != nil {
 		return err
 	}
-	defer tel.Shutdown(context.WithoutCancel(ctx))
-	js, err := bus.Connect(ctx, cfg.NATS, "monitor")
+	kv, err := s.KeyValue(ctx, streams.BucketBuilds)
 	if err != nil {
 		return err
 	}
-	defer js.Conn().Close()
-	if err := streams.Check(ctx, js, monitor.Needs); err != nil {
-		return err
-	}
-	jk, err := jenkins.New(ctx, cfg.Jenkins.URL, cfg.Jenkins.User, token.Reveal(), tel.HTTPClient("jenkins", cfg.Jenkins.Timeout.D()))
+	m, err := monitor.New(cfg, jk, kv[0], s.Tel) // validates the monitor settings, naming the key
 	if err != nil {
 		return err
 	}
-	builds, err := js.KeyValue(ctx, streams.BucketBuilds)
-	if err != nil {
-		return fmt.Errorf("open kv %s: %w", streams.BucketBuilds, err)
-	}
-	m, err := monitor.New(cfg, jk, builds, tel)
-	if err != nil {
-		return err
-	}
-	tel.AddReadyCheck(bus.Ready(js, monitor.Needs)) // NATS connected, streams and consumers present
-	tel.Ready()
-	return stage.RunAsync(ctx, js, monitor.Spec.Tuned(cfg.Stages), m, tel)
+	s.Ready()
+	return stage.RunAsync(ctx, s.JS, monitor.Spec.Tuned(cfg.Stages), m, s.Tel)
 }

@@ -9,12 +9,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/gerritflow/gerritflow/pkg/bus"
-	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/pkg/stage"
-	"github.com/gerritflow/gerritflow/pkg/telemetry"
 	"github.com/gerritflow/gerritflow/services/parser/internal/parser"
-	"github.com/gerritflow/gerritflow/streams"
 )
 
 func main() {
@@ -27,24 +24,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg, err := config.Load(args, getenv)
+	s, err := service.Start(ctx, "parser", parser.Needs, args, getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Start(ctx, "parser", cfg.Otel, cfg.Listen.Parser)
-	if err != nil {
-		return err
-	}
-	defer tel.Shutdown(context.WithoutCancel(ctx))
-	js, err := bus.Connect(ctx, cfg.NATS, "parser")
-	if err != nil {
-		return err
-	}
-	defer js.Conn().Close()
-	if err := streams.Check(ctx, js, parser.Needs); err != nil {
-		return err
-	}
-	tel.AddReadyCheck(bus.Ready(js, parser.Needs)) // NATS connected, streams and consumers present
-	tel.Ready()
-	return stage.Run(ctx, js, parser.Spec.Tuned(cfg.Stages), parser.New(cfg.Parser.MaxEventBytes, tel), tel)
+	defer s.Close(ctx)
+	s.Ready()
+	return stage.Run(ctx, s.JS, parser.Spec.Tuned(s.Config.Stages), parser.New(s.Config.Parser.MaxEventBytes, s.Tel), s.Tel)
 }

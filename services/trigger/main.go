@@ -10,12 +10,11 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
+	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/pkg/stage"
-	"github.com/gerritflow/gerritflow/pkg/telemetry"
 	"github.com/gerritflow/gerritflow/services/trigger/internal/trigger"
 	"github.com/gerritflow/gerritflow/streams"
 )
@@ -30,28 +29,17 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg, err := config.Load(args, getenv)
+	s, err := service.Start(ctx, "trigger", trigger.Needs, args, getenv)
 	if err != nil {
 		return err
 	}
+	defer s.Close(ctx)
+	cfg := s.Config
 	token, err := cfg.JenkinsToken(getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Start(ctx, "trigger", cfg.Otel, cfg.Listen.Trigger)
-	if err != nil {
-		return err
-	}
-	defer tel.Shutdown(context.WithoutCancel(ctx))
-	js, err := bus.Connect(ctx, cfg.NATS, "trigger")
-	if err != nil {
-		return err
-	}
-	defer js.Conn().Close()
-	if err := streams.Check(ctx, js, trigger.Needs); err != nil {
-		return err
-	}
-	jk, err := jenkins.New(ctx, cfg.Jenkins.URL, cfg.Jenkins.User, token.Reveal(), tel.HTTPClient("jenkins", cfg.Jenkins.Timeout.D()))
+	jk, err := jenkins.New(ctx, cfg.Jenkins.URL, cfg.Jenkins.User, token.Reveal(), s.Tel.HTTPClient("jenkins", cfg.Jenkins.Timeout.D()))
 	if err != nil {
 		return err
 	}
@@ -60,26 +48,26 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 			return err
 		}
 	}
-	files, err := gerritFiles(ctx, cfg, getenv, tel)
+	files, err := gerritFiles(ctx, s, getenv)
 	if err != nil {
 		return err
 	}
-	b, err := trigger.OpenBuckets(ctx, js)
+	kv, err := s.KeyValue(ctx, streams.BucketChanges, streams.BucketBuildSets, streams.BucketBuilds)
 	if err != nil {
 		return err
 	}
-	h, err := trigger.New(cfg, jk, files, b, tel)
+	h, err := trigger.New(cfg, jk, files, trigger.Buckets{Changes: kv[0], BuildSets: kv[1], Builds: kv[2]}, s.Tel)
 	if err != nil {
 		return err
 	}
-	tel.AddReadyCheck(bus.Ready(js, trigger.Needs)) // NATS connected, streams and consumers present
-	tel.Ready()
-	return stage.Run(ctx, js, trigger.Spec.Tuned(cfg.Stages), h, tel)
+	s.Ready()
+	return stage.Run(ctx, s.JS, trigger.Spec.Tuned(cfg.Stages), h, s.Tel)
 }
 
 // gerritFiles is the Gerrit client for jobs with file patterns (nil when no
 // job has any: then the trigger needs no Gerrit credentials).
-func gerritFiles(ctx context.Context, cfg *config.Config, getenv func(string) string, tel *telemetry.Telemetry) (trigger.Files, error) {
+func gerritFiles(ctx context.Context, s *service.Service, getenv func(string) string) (trigger.Files, error) {
+	cfg := s.Config
 	if !slices.ContainsFunc(cfg.Jobs, func(j config.Job) bool { return len(j.Files) > 0 }) {
 		return nil, nil
 	}
@@ -87,5 +75,5 @@ func gerritFiles(ctx context.Context, cfg *config.Config, getenv func(string) st
 	if err != nil {
 		return nil, err
 	}
-	return gerrit.New(ctx, cfg.Gerrit.URL, cfg.Gerrit.User, password, tel.HTTPClient("gerrit", cfg.Gerrit.Timeout.D()))
+	return gerrit.New(ctx, cfg.Gerrit.URL, cfg.Gerrit.User, password, s.Tel.HTTPClient("gerrit", cfg.Gerrit.Timeout.D()))
 }

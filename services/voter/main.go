@@ -4,19 +4,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/gerritflow/gerritflow/pkg/bus"
-	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
+	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/pkg/stage"
-	"github.com/gerritflow/gerritflow/pkg/telemetry"
 	"github.com/gerritflow/gerritflow/services/voter/internal/voter"
 	"github.com/gerritflow/gerritflow/streams"
 )
@@ -31,52 +26,27 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg, err := config.Load(args, getenv)
+	s, err := service.Start(ctx, "voter", voter.Needs, args, getenv)
 	if err != nil {
 		return err
 	}
-	password, err := cfg.GerritPassword(getenv) // before any connection: a missing secret fails fast
+	defer s.Close(ctx)
+	cfg := s.Config
+	password, err := cfg.GerritPassword(getenv)
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.Start(ctx, "voter", cfg.Otel, cfg.Listen.Voter)
+	gc, err := gerrit.New(ctx, cfg.Gerrit.URL, cfg.Gerrit.User, password, s.Tel.HTTPClient("gerrit", cfg.Gerrit.Timeout.D()))
 	if err != nil {
 		return err
 	}
-	defer tel.Shutdown(context.WithoutCancel(ctx))
-	js, err := bus.Connect(ctx, cfg.NATS, "voter")
+	kv, err := s.KeyValue(ctx, streams.BucketBuildSets, streams.BucketBuilds, streams.BucketVotes)
 	if err != nil {
 		return err
 	}
-	defer js.Conn().Close()
-	if err := streams.Check(ctx, js, voter.Needs); err != nil {
-		return err
-	}
-	gc, err := gerrit.New(ctx, cfg.Gerrit.URL, cfg.Gerrit.User, password, tel.HTTPClient("gerrit", cfg.Gerrit.Timeout.D()))
-	if err != nil {
-		return err
-	}
-	kv := map[string]jetstream.KeyValue{}
-	for _, b := range voter.Needs.Buckets {
-		if kv[b], err = js.KeyValue(ctx, b); err != nil {
-			return fmt.Errorf("open kv %s: %w", b, err)
-		}
-	}
-	h := voter.New(cfg.Vote, gc, kv[streams.BucketBuildSets], kv[streams.BucketBuilds], kv[streams.BucketVotes], tel)
-	tel.AddReadyCheck(bus.Ready(js, voter.Needs)) // NATS connected, streams and consumers present
-	tel.Ready()
-	// Two loops, ci.builds.completed and ci.votes.replay: both drain on
-	// SIGTERM, and either failing stops the other.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, 2)
-	for _, loop := range []func() error{
-		func() error { return stage.Run(ctx, js, voter.Spec.Tuned(cfg.Stages), h, tel) },
-		func() error {
-			return stage.Run(ctx, js, voter.ReplaySpec.Tuned(cfg.Stages), h.Replays(), tel)
-		},
-	} {
-		go func() { err := loop(); cancel(); errs <- err }()
-	}
-	return errors.Join(<-errs, <-errs)
+	h := voter.New(cfg.Vote, gc, kv[0], kv[1], kv[2], s.Tel)
+	s.Ready()
+	return stage.RunAll(ctx, s.JS, s.Tel, // ci.builds.completed, and votes replayed on ci.votes.replay
+		stage.Loop{Spec: voter.Spec.Tuned(cfg.Stages), Handler: h},
+		stage.Loop{Spec: voter.ReplaySpec.Tuned(cfg.Stages), Handler: h.Replays()})
 }
