@@ -119,9 +119,23 @@ func (s *Set) ConsumerFor(durable string) (Consumer, bool) {
 // Provision creates or updates every stream, durable consumer and bucket.
 // Running it twice changes nothing.
 func Provision(ctx context.Context, js jetstream.JetStream) error {
+	return ProvisionReplicas(ctx, js, 0)
+}
+
+// ProvisionReplicas is Provision with every stream and bucket at replicas
+// copies (R3 in a cluster); 0 keeps the definitions' own (1).
+func ProvisionReplicas(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	s, err := Load()
 	if err != nil {
 		return err
+	}
+	if replicas > 0 {
+		for i := range s.Streams {
+			s.Streams[i].Replicas = replicas
+		}
+		for i := range s.Buckets {
+			s.Buckets[i].Replicas = replicas
+		}
 	}
 	for _, c := range s.Streams {
 		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {

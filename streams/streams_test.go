@@ -94,3 +94,18 @@ func TestProvisionIsIdempotentAndCheckFindsGaps(t *testing.T) {
 		t.Error("second Create = nil; want ErrKeyExists (first writer wins)")
 	}
 }
+
+func TestProvisionReplicasOnOneServerNamesTheLimit(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// One server cannot hold three copies: the error must say which stream.
+	err := streams.ProvisionReplicas(ctx, js, 3)
+	if err == nil || !strings.Contains(err.Error(), "provision stream") {
+		t.Fatalf("ProvisionReplicas(3) on one server = %v; want an error naming the stream", err)
+	}
+	if err := streams.ProvisionReplicas(ctx, js, 1); err != nil {
+		t.Fatalf("ProvisionReplicas(1) = %v", err)
+	}
+}

@@ -134,7 +134,8 @@ func (s *session) kv(ctx context.Context, bucket string) (jetstream.KeyValue, er
 }
 
 func (a *app) provisionCmd() *cobra.Command {
-	return &cobra.Command{
+	var replicas int
+	cmd := &cobra.Command{
 		Use:   "provision",
 		Short: "Create or update every stream, durable consumer and KV bucket (idempotent; needs admin rights)",
 		Args:  cobra.NoArgs,
@@ -146,7 +147,7 @@ func (a *app) provisionCmd() *cobra.Command {
 				return err
 			}
 			defer s.Close()
-			if err := streams.Provision(ctx, s.js); err != nil {
+			if err := streams.ProvisionReplicas(ctx, s.js, replicas); err != nil {
 				return err
 			}
 			set, err := streams.Load()
@@ -165,6 +166,8 @@ func (a *app) provisionCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().IntVar(&replicas, "replicas", 0, "copies of every stream and bucket (3 in a cluster; 0: as defined in streams/, 1)")
+	return cmd
 }
 
 func (a *app) checkCmd() *cobra.Command {
