@@ -33,6 +33,7 @@ type Config struct {
 	Trigger Trigger `yaml:"trigger"`
 	Monitor Monitor `yaml:"monitor"`
 	Stages  Stages  `yaml:"stages"`
+	Status  Status  `yaml:"status"`
 }
 
 // NATS is how services reach the broker.
@@ -99,6 +100,7 @@ type Listen struct {
 	Trigger string `yaml:"trigger"`
 	Monitor string `yaml:"monitor"`
 	Voter   string `yaml:"voter"`
+	Status  string `yaml:"status"` // the status page, besides /metrics /healthz /readyz
 }
 
 // For returns the listen address of service.
@@ -114,6 +116,8 @@ func (l Listen) For(service string) string {
 		return l.Monitor
 	case "voter":
 		return l.Voter
+	case "status":
+		return l.Status
 	}
 	return ""
 }
@@ -182,6 +186,20 @@ type Monitor struct {
 	PollInterval    Duration `yaml:"poll_interval"`
 	MaxPollInterval Duration `yaml:"max_poll_interval"`
 	BuildTimeout    Duration `yaml:"build_timeout"`
+}
+
+// Status configures the status page (services/status).
+type Status struct {
+	// GerritWebURL is where people open changes ("" = gerrit.url); used when
+	// a build set carries no change URL of its own.
+	GerritWebURL string `yaml:"gerrit_web_url"`
+	// JaegerURL is the Jaeger UI; "" = trace ids are shown without a link.
+	JaegerURL string `yaml:"jaeger_url"`
+	// Recent is how long finished build sets stay listed (default 1h).
+	Recent Duration `yaml:"recent"`
+	// MaxBuildSets bounds the build sets held in memory (default 10000):
+	// beyond it the oldest finished ones go first, then the oldest in flight.
+	MaxBuildSets int `yaml:"max_buildsets"`
 }
 
 // Stages tunes the consumer loop of every consuming service. A service may
@@ -318,6 +336,12 @@ func (c *Config) defaults() {
 	if c.Parser.MaxEventBytes == 0 {
 		c.Parser.MaxEventBytes = 1 << 20
 	}
+	if c.Status.Recent == 0 {
+		c.Status.Recent = Duration(time.Hour)
+	}
+	if c.Status.MaxBuildSets == 0 {
+		c.Status.MaxBuildSets = 10000
+	}
 }
 
 // Validate checks every value and returns all problems at once, each naming its key.
@@ -348,6 +372,14 @@ func (c *Config) Validate() error {
 	checkURL("kinesis.endpoint", c.Kinesis.Endpoint, "http", "https")
 	checkURL("jenkins.url", c.Jenkins.URL, "http", "https")
 	checkURL("gerrit.url", c.Gerrit.URL, "http", "https")
+	checkURL("status.gerrit_web_url", c.Status.GerritWebURL, "http", "https")
+	checkURL("status.jaeger_url", c.Status.JaegerURL, "http", "https")
+	if c.Status.Recent < 0 {
+		bad("status.recent", "must not be negative")
+	}
+	if c.Status.MaxBuildSets < 0 {
+		bad("status.max_buildsets", "must be positive")
+	}
 	switch c.Kinesis.Start {
 	case "latest", "trim_horizon":
 	case "at_timestamp":
@@ -366,7 +398,8 @@ func (c *Config) Validate() error {
 		bad("otel.protocol", "%q is not grpc or http", c.Otel.Protocol)
 	}
 	for key, v := range map[string]string{"listen.bridge": c.Listen.Bridge, "listen.parser": c.Listen.Parser,
-		"listen.trigger": c.Listen.Trigger, "listen.monitor": c.Listen.Monitor, "listen.voter": c.Listen.Voter} {
+		"listen.trigger": c.Listen.Trigger, "listen.monitor": c.Listen.Monitor, "listen.voter": c.Listen.Voter,
+		"listen.status": c.Listen.Status} {
 		if v == "" {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadDesignExample(t *testing.T) {
@@ -138,5 +139,55 @@ func TestPattern(t *testing.T) {
 		if got := p.Match(tt.name); got != tt.want {
 			t.Errorf("Pattern(%q).Match(%q) = %v; want %v", tt.pattern, tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestStatusSection(t *testing.T) {
+	c, err := Parse(strings.NewReader(`listen: { status: "127.0.0.1:9106" }
+status:
+  gerrit_web_url: https://review.example.com
+  jaeger_url: http://127.0.0.1:16686
+  recent: 30m
+  max_buildsets: 500
+`))
+	if err != nil {
+		t.Fatalf("Parse(status section) = %v", err)
+	}
+	if got := c.Listen.For("status"); got != "127.0.0.1:9106" {
+		t.Errorf("Listen.For(status) = %q; want 127.0.0.1:9106", got)
+	}
+	want := Status{GerritWebURL: "https://review.example.com", JaegerURL: "http://127.0.0.1:16686",
+		Recent: Duration(30 * time.Minute), MaxBuildSets: 500}
+	if c.Status != want {
+		t.Errorf("Status = %+v; want %+v", c.Status, want)
+	}
+
+	d, err := Parse(strings.NewReader("nats: { url: nats://127.0.0.1:4222 }\n"))
+	if err != nil {
+		t.Fatalf("Parse(no status section) = %v", err)
+	}
+	if d.Status.Recent.D() != time.Hour || d.Status.MaxBuildSets != 10000 || d.Status.JaegerURL != "" {
+		t.Errorf("Status defaults = %+v; want recent 1h, max_buildsets 10000, no jaeger_url", d.Status)
+	}
+}
+
+func TestBadStatusSection(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"bad listen", `listen: { status: "nowhere" }`, "listen.status"},
+		{"jaeger not a url", `status: { jaeger_url: "jaeger" }`, "status.jaeger_url"},
+		{"jaeger bad scheme", `status: { jaeger_url: "ftp://jaeger:16686" }`, "status.jaeger_url"},
+		{"gerrit web not a url", `status: { gerrit_web_url: "review" }`, "status.gerrit_web_url"},
+		{"negative recent", `status: { recent: -5m }`, "status.recent"},
+		{"recent not a duration", `status: { recent: soon }`, "not a duration"},
+		{"negative max", `status: { max_buildsets: -1 }`, "status.max_buildsets"},
+		{"unknown key", `status: { recnet: 5m }`, "field recnet not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tt.doc + "\n"))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Parse(%q) = %v; want an error naming %q", tt.doc, err, tt.want)
+			}
+		})
 	}
 }
