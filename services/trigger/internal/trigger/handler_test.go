@@ -72,6 +72,7 @@ jobs:
     events: [ { type: patchset-created } ]
     projects: [ "glob:platform/**" ]
     voting: false
+    cancel_on_merge: true
   - name: gate
     jenkins_job: gate
     events: [ { type: change-merged } ]
@@ -446,5 +447,39 @@ func TestFilePatternsAskGerritForTheChangedFiles(t *testing.T) {
 	cfg := *e.cfg
 	if _, err := New(&cfg, e.h.jenkins, nil, e.b, e.tel); err == nil || !strings.Contains(err.Error(), "jobs[3].files") {
 		t.Errorf("New without a Gerrit client = %v; want an error naming jobs[3].files", err)
+	}
+}
+
+func TestMergeCancelsCheckOnlyJobsAndStartsPostMergeJobs(t *testing.T) {
+	e := newEnv(t)
+	change, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	e.handle(ev, nil)
+	merged, err := e.gerrit.Merge(change, gerritsim.Account{Name: "Mo", Username: "mo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := e.handle(merged, nil)
+	var cancelled []string
+	for _, o := range bySubject(outs, subject.BuildsCancel) {
+		var c build.Cancel
+		if err := build.Decode(o.Data, &c); err != nil {
+			t.Fatal(err)
+		}
+		cancelled = append(cancelled, c.Job)
+	}
+	if strings.Join(cancelled, ",") != "lint" {
+		t.Errorf("merge cancelled %v; want only lint (cancel_on_merge), unit keeps running", cancelled)
+	}
+	trig := bySubject(outs, subject.BuildsTriggered)
+	if len(trig) != 1 || !strings.Contains(trig[0].MsgID, ".gate.") {
+		t.Errorf("merge triggered %v; want the post-merge gate job", ids(trig))
+	}
+	// A recheck on the merged change starts nothing.
+	recheck, err := e.gerrit.Comment(change, 1, gerritsim.Account{Name: "Bob", Username: "bob"}, "recheck", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outs := e.handle(recheck, nil); len(bySubject(outs, subject.BuildsTriggered)) != 0 {
+		t.Errorf("recheck of a merged change triggered %v", ids(outs))
 	}
 }
