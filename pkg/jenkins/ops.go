@@ -199,9 +199,11 @@ func (c *Client) GetBuild(ctx context.Context, job string, number int64) (Build,
 }
 
 // FindByBuildID looks for the item or build of job whose GERRITFLOW_BUILD_ID
-// parameter is buildID: first in the queue, then in the job's last 100 builds
-// (in that order, so an item that leaves the queue meanwhile is seen as a build).
-// A cancelled item, or a build older than the last 100, is not found.
+// parameter is buildID: first in the queue, then in the job's builds, newest
+// first (in that order, so an item that leaves the queue meanwhile is seen as
+// a build). Jenkins lists a job's newest 100 builds; older ones are read from
+// allBuilds, 500 at a time, down to the 5100th newest. A cancelled item, or a
+// build older than that, is not found.
 func (c *Client) FindByBuildID(ctx context.Context, job, buildID string) (Ref, bool, error) {
 	path, err := jobPath(job)
 	if err != nil {
@@ -224,24 +226,57 @@ func (c *Client) FindByBuildID(ctx context.Context, job, buildID string) (Ref, b
 			return Ref{QueueID: it.ID}, true, nil
 		}
 	}
-	var builds struct {
-		Builds []struct {
-			Number  int64  `json:"number"`
-			URL     string `json:"url"`
-			QueueID int64  `json:"queueId"`
-			paramsJSON
-		} `json:"builds"`
-	}
-	q := map[string]string{"tree": "builds[number,url,queueId,building,result,actions[parameters[name,value]]]"}
-	if err := c.getJSON(ctx, path, q, &builds); err != nil {
-		return Ref{}, false, fmt.Errorf("jenkins find %s %s: builds: %w", job, buildID, err)
-	}
-	for _, b := range builds.Builds {
-		if b.params()[BuildIDParam] == buildID {
-			return Ref{QueueID: b.QueueID, Number: b.Number, URL: b.URL}, true, nil
+	// The job's "builds" are its newest 100 at most: a busy job may have
+	// started more since the build we look for (a trigger that crashed after
+	// Jenkins accepted it and came back a minute later; a monitor that
+	// follows a queue item Jenkins forgot). Then page back through
+	// allBuilds, findPage builds at a time, down to findDepth builds.
+	const fields = "number,url,queueId,actions[parameters[name,value]]"
+	for from := 0; from < findDepth; {
+		field, q := "builds", map[string]string{"tree": "builds[" + fields + "]"}
+		n := newestBuilds
+		if from > 0 {
+			n = findPage
+			field, q = "allBuilds", map[string]string{"tree": fmt.Sprintf("allBuilds[%s]{%d,%d}", fields, from, from+n)}
 		}
+		var page struct {
+			Builds    []buildRefJSON `json:"builds"`
+			AllBuilds []buildRefJSON `json:"allBuilds"`
+		}
+		if err := c.getJSON(ctx, path, q, &page); err != nil {
+			return Ref{}, false, fmt.Errorf("jenkins find %s %s: %s: %w", job, buildID, field, err)
+		}
+		got := page.Builds
+		if from > 0 {
+			got = page.AllBuilds
+		}
+		for _, b := range got {
+			if b.params()[BuildIDParam] == buildID {
+				return Ref{QueueID: b.QueueID, Number: b.Number, URL: b.URL}, true, nil
+			}
+		}
+		if len(got) < n { // that was the oldest build
+			break
+		}
+		from += n
 	}
 	return Ref{}, false, nil
+}
+
+// FindByBuildID looks through the newest findDepth builds of a job: the
+// newest 100 (the job's "builds"), then older ones findPage at a time
+// (allBuilds{from,to}, which Jenkins loads lazily up to "to").
+const (
+	newestBuilds = 100
+	findPage     = 500
+	findDepth    = 5100
+)
+
+type buildRefJSON struct {
+	Number  int64  `json:"number"`
+	URL     string `json:"url"`
+	QueueID int64  `json:"queueId"`
+	paramsJSON
 }
 
 // sameJob reports whether a task URL (absolute, as Jenkins renders it with its

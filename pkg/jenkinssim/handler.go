@@ -369,10 +369,17 @@ func (s *Server) serveJobRest(w http.ResponseWriter, r *http.Request, j *job, re
 
 // trigger queues a build, merging into an identical waiting item (303).
 func (s *Server) trigger(w http.ResponseWriter, r *http.Request, j *job, base string, withParams bool) {
+	var perr error
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
-		_ = r.ParseMultipartForm(1 << 20)
+		perr = r.ParseMultipartForm(1 << 20)
 	} else {
-		_ = r.ParseForm()
+		perr = r.ParseForm()
+	}
+	if perr != nil {
+		// A body cut short (the client died while sending it) is refused,
+		// as Jetty does, rather than queued with its parameters missing.
+		htmlError(w, http.StatusBadRequest, "Bad form submission: "+perr.Error())
+		return
 	}
 	s.mu.Lock()
 	declared := append([]string(nil), j.params...)
@@ -416,6 +423,9 @@ func (s *Server) trigger(w http.ResponseWriter, r *http.Request, j *job, base st
 		j.waiting[id] = it
 		heap.Push(&s.waiting, it)
 		j.requests++
+		if s.notify != nil {
+			s.notify.queued(it)
+		}
 	} else {
 		id = existing.id
 	}
@@ -471,6 +481,9 @@ func (s *Server) serveBuild(w http.ResponseWriter, r *http.Request, j *job, rest
 		}
 		if b.buildingAt(now) {
 			b.abortedAt = now
+			if s.notify != nil {
+				s.notify.stopped(b, now)
+			}
 		}
 		s.mu.Unlock()
 		// Run.doStop -> forwardToPreviousPage: a redirect to the build page.

@@ -7,7 +7,9 @@
 // It is the project's test double for Jenkins (httptest, via Start) and the
 // Jenkins of the local demo (Listen). Time is lazy: a build's state is computed
 // from timestamps when asked (queued at t0, starts at t0+QueueDelay, ends
-// Duration later), so ten thousand builds cost no goroutines.
+// Duration later), so ten thousand builds cost no goroutines. With
+// Options.NotifyURL it also pushes the Notification plugin's JSON when builds
+// start and end, from one goroutine with a timer heap of the phase changes.
 //
 // Where the simulator follows Jenkins rather than intuition:
 //   - no credentials answer 403 (anonymous lacks Overall/Read), wrong
@@ -61,6 +63,22 @@ type Options struct {
 	// Latency is added to every API answer, as a busy Jenkins takes its time
 	// (benchmarks: "Jenkins answering in 50 ms").
 	Latency time.Duration
+
+	// NotifyURL, when set, makes the simulator push what the Jenkins
+	// Notification plugin pushes: for each build, a POST of the plugin's JSON
+	// ({"name","url","build":{"full_url","number","queue_id","phase","status",
+	// "url","parameters",...}}) to this URL when it starts (STARTED) and when
+	// it ends or is stopped (COMPLETED, then FINALIZED). One goroutine with a
+	// timer heap of the upcoming phase changes sends them; Close stops it.
+	// Delivery is best effort (no retries), as with the plugin's default.
+	NotifyURL string
+	// NotifyPhases limits the phases posted (default all three).
+	NotifyPhases []string
+	// NotifyConcurrency bounds the POSTs in flight (default 4); the builds
+	// beyond wait their turn, in phase-change order.
+	NotifyConcurrency int
+	// NotifyTimeout bounds one POST (default 10s).
+	NotifyTimeout time.Duration
 }
 
 // Outcome is what a scripted build does.
@@ -81,6 +99,10 @@ type BuildRecord struct {
 	Result   string // "" while queued or building
 	Building bool
 	URL      string // "" for a queued item
+	// Start is when the build started; End when it ends or ended: its start
+	// plus the scripted Duration, or the moment it was stopped (zero for a
+	// queued item).
+	Start, End time.Time
 }
 
 // Server is a simulated Jenkins controller. It is safe for concurrent use.
@@ -90,6 +112,7 @@ type Server struct {
 	session string // X-Jenkins-Session
 
 	requests atomic.Int64
+	notify   *notifier // nil unless Options.NotifyURL
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -110,7 +133,9 @@ type Server struct {
 
 // New returns a Server that is not listening; serve s.Handler() yourself or use
 // Start or Listen. Empty User/Token take the defaults "ci"/"secret-token".
+// With Options.NotifyURL it starts the notification goroutine: Close it.
 func New(opts Options) *Server {
+	fakeClock := opts.Now != nil
 	if opts.User == "" {
 		opts.User = "ci"
 	}
@@ -127,7 +152,7 @@ func New(opts Options) *Server {
 	_, _ = rand.Read(secret)
 	sess := make([]byte, 4)
 	_, _ = rand.Read(sess)
-	return &Server{
+	s := &Server{
 		opts:      opts,
 		secret:    secret,
 		session:   hex.EncodeToString(sess),
@@ -137,6 +162,10 @@ func New(opts Options) *Server {
 		items:     map[int64]*item{},
 		nextQueue: 1,
 	}
+	if opts.NotifyURL != "" {
+		s.notify = newNotifier(s, opts, fakeClock)
+	}
+	return s
 }
 
 // Start runs a Server on an httptest listener on 127.0.0.1 and closes it at
@@ -175,10 +204,16 @@ func Listen(addr string, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// Close stops a server started by Start or Listen and releases requests held
-// by FailWith. It is safe to call more than once.
+// Close stops a server started by Start or Listen, releases requests held
+// by FailWith, and stops the notifications (those in flight are cancelled).
+// It is safe to call more than once.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() { close(s.closing) })
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		if s.notify != nil {
+			s.notify.close()
+		}
+	})
 	s.mu.Lock()
 	ts, hs := s.ts, s.hs
 	s.ts, s.hs = nil, nil
@@ -279,6 +314,7 @@ func (s *Server) Builds(jobPath string) []BuildRecord {
 		out = append(out, BuildRecord{
 			Job: j.path, Number: b.number, QueueID: b.item.id, Params: paramMap(b.item.params),
 			Result: b.resultAt(now), Building: b.buildingAt(now), URL: buildURL(base, j, b.number),
+			Start: b.start, End: b.endAt(),
 		})
 	}
 	return out

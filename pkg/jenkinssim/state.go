@@ -49,6 +49,16 @@ type build struct {
 	start     time.Time
 	end       time.Time // start + Duration
 	abortedAt time.Time // zero unless stopped while building
+
+	toldStart, toldEnd bool // notifications rendered (see notifier)
+}
+
+// endAt is when b ends or ended: when it was stopped, else its scripted end.
+func (b *build) endAt() time.Time {
+	if !b.abortedAt.IsZero() {
+		return b.abortedAt
+	}
+	return b.end
 }
 
 func (b *build) buildingAt(now time.Time) bool {

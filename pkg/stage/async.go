@@ -57,13 +57,19 @@ type asyncState struct {
 	finishing sync.WaitGroup
 }
 
-func (r *runner) startAsync(d *delivery) {
+func (r *runner) startAsync(full *delivery) {
 	a := r.async
+	// The work may last hours and there may be thousands of it: hold only the
+	// consumer span's context, not the span. Spans made from it are still its
+	// children; the span itself ends once the work is taken on (a build's wait
+	// is not one span: the handler makes short spans of its own).
+	ctx := trace.ContextWithSpanContext(a.ctx, full.span.SpanContext())
+	d := &delivery{jm: full.jm, md: full.md, msg: full.msg, ctx: ctx, span: trace.SpanFromContext(ctx), start: full.start}
 	a.mu.Lock()
 	a.pending[d] = struct{}{}
 	a.mu.Unlock()
 	var once sync.Once
-	a.h.Start(trace.ContextWithSpan(a.ctx, d.span), d.msg, func(outs []Out, err error) {
+	a.h.Start(ctx, d.msg, func(outs []Out, err error) {
 		once.Do(func() {
 			a.mu.Lock()
 			_, live := a.pending[d]
@@ -78,14 +84,12 @@ func (r *runner) startAsync(d *delivery) {
 			}
 			defer a.finishing.Done()
 			defer func() { <-a.slots }()
-			ctx, cancel := context.WithTimeout(trace.ContextWithSpan(r.base, d.span), r.spec.HandleTimeout)
+			ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(r.base, d.span.SpanContext()), r.spec.HandleTimeout)
 			defer cancel()
 			r.finish(ctx, d, outs, err)
 		})
 	})
-	// The consumer span covers taking the work on; a build's hour-long wait
-	// is not one span (the handler makes short spans of its own).
-	d.span.End()
+	full.span.End()
 }
 
 // keepAsyncAlive marks every unfinished message in progress every AckWait/3,

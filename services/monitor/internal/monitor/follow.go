@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -26,14 +27,18 @@ const maxLoadTries = 5
 // follower follows one build from its queue item to its result. Its step
 // runs on the scheduler's workers, never concurrently with itself, so the
 // fields below waiters need no lock.
+//
+// Ten thousand followers live at once, so a follower keeps only what the
+// stage does not hold already: its span attributes and logger are derived
+// from the message (header, logger) when needed rather than kept.
 type follower struct {
-	m     *Monitor
-	run   *run
-	ctx   context.Context // the stage's, with the consumer span of the message
-	log   *slog.Logger
-	t     build.Triggered
-	key   string // BuildID: the builds key and GERRITFLOW_BUILD_ID
-	attrs []attribute.KeyValue
+	m      *Monitor
+	run    *run
+	ctx    context.Context // the stage's, with the consumer span of the message
+	msgLog *slog.Logger    // the message's logger (held by the stage)
+	header nats.Header     // the message's header (held by the stage)
+	t      build.Triggered
+	key    string // BuildID: the builds key and GERRITFLOW_BUILD_ID
 
 	entry   *Entry   // guarded by m.mu
 	waiters []waiter // guarded by m.mu
@@ -55,11 +60,24 @@ func (f *follower) step() (time.Duration, bool) {
 	}
 	ctx, cancel := context.WithTimeout(f.ctx, stepTimeout)
 	defer cancel()
-	ctx, span := f.m.tracer.Start(ctx, "poll "+f.t.JenkinsJob, trace.WithAttributes(f.attrs...))
+	ctx, span := f.m.tracer.Start(ctx, "poll "+f.t.JenkinsJob, trace.WithAttributes(f.attrs()...))
 	defer span.End()
 	again, stop := f.poll(ctx)
 	span.SetAttributes(attribute.Int64("jenkins.queue_id", f.queueID), attribute.Int64("jenkins.build_number", f.number))
 	return again, stop
+}
+
+// attrs are the attributes of the poll spans.
+func (f *follower) attrs() []attribute.KeyValue {
+	return append([]attribute.KeyValue{
+		telemetry.AttrBuildSet.String(f.t.BuildSet), telemetry.AttrJob.String(f.t.Job),
+		telemetry.AttrJenkinsJob.String(f.t.JenkinsJob),
+	}, stage.ChangeAttrs(f.header)...)
+}
+
+// log is the build's logger.
+func (f *follower) log() *slog.Logger {
+	return f.msgLog.With(telemetry.KeyJob, f.t.Job, "build_id", f.t.BuildID)
 }
 
 func (f *follower) poll(ctx context.Context) (time.Duration, bool) {
@@ -92,7 +110,7 @@ func (f *follower) load(ctx context.Context) (time.Duration, bool) {
 	}
 	f.loaded = true
 	if rec.State == build.StateCompleted {
-		f.log.InfoContext(ctx, "decision", telemetry.KeyDecision, "announce", telemetry.KeyReason, "already completed", "result", rec.Result)
+		f.log().InfoContext(ctx, "decision", telemetry.KeyDecision, "announce", telemetry.KeyReason, "already completed", "result", rec.Result)
 		return f.emit(ctx, rec, false, jenkins.Build{})
 	}
 	id := rec.QueueID
@@ -144,7 +162,7 @@ func (f *follower) recover(ctx context.Context) (time.Duration, bool) {
 		return f.retry(ctx, err)
 	case found && ref.Number > 0:
 		f.errs, f.misses = 0, 0
-		f.log.InfoContext(ctx, "decision", telemetry.KeyDecision, "recover", telemetry.KeyReason, "queue item forgotten; build found by build id", "number", ref.Number)
+		f.log().InfoContext(ctx, "decision", telemetry.KeyDecision, "recover", telemetry.KeyReason, "queue item forgotten; build found by build id", "number", ref.Number)
 		return f.started(ctx, ref.Number, ref.URL)
 	case found:
 		f.errs, f.misses = 0, 0
@@ -154,7 +172,7 @@ func (f *follower) recover(ctx context.Context) (time.Duration, bool) {
 	f.errs = 0
 	f.misses++
 	if f.misses >= f.m.set.LostAfter {
-		f.log.WarnContext(ctx, "decision", telemetry.KeyDecision, "lost", telemetry.KeyReason, "Jenkins knows neither the queue item nor a build with this build id", "queue_id", f.queueID)
+		f.log().WarnContext(ctx, "decision", telemetry.KeyDecision, "lost", telemetry.KeyReason, "Jenkins knows neither the queue item nor a build with this build id", "queue_id", f.queueID)
 		return f.complete(ctx, Outcome{Lost: true}, jenkins.Build{})
 	}
 	return f.m.set.PollInterval, false
@@ -176,7 +194,7 @@ func (f *follower) started(ctx context.Context, number int64, url string) (time.
 		return f.emit(ctx, rec, false, jenkins.Build{})
 	}
 	f.number = number
-	f.log.InfoContext(ctx, "build running", "number", number, "url", url)
+	f.log().InfoContext(ctx, "build running", "number", number, "url", url)
 	if rec.Cancel != "" {
 		f.abort(ctx)
 	}
@@ -194,7 +212,7 @@ func (f *follower) pollBuild(ctx context.Context) (time.Duration, bool) {
 		f.errs = 0
 		f.misses++
 		if f.misses >= f.m.set.LostAfter {
-			f.log.WarnContext(ctx, "decision", telemetry.KeyDecision, "lost", telemetry.KeyReason, "Jenkins no longer knows the build", "number", f.number)
+			f.log().WarnContext(ctx, "decision", telemetry.KeyDecision, "lost", telemetry.KeyReason, "Jenkins no longer knows the build", "number", f.number)
 			return f.complete(ctx, Outcome{Lost: true}, jenkins.Build{})
 		}
 		return f.m.set.PollInterval, false
@@ -210,7 +228,7 @@ func (f *follower) pollBuild(ctx context.Context) (time.Duration, bool) {
 				return f.retry(ctx, err)
 			}
 			f.stopped = true
-			f.log.WarnContext(ctx, "decision", telemetry.KeyDecision, "stop", telemetry.KeyReason, "build timeout",
+			f.log().WarnContext(ctx, "decision", telemetry.KeyDecision, "stop", telemetry.KeyReason, "build timeout",
 				"timeout", f.m.set.BuildTimeout.String(), "number", f.number)
 			return f.m.set.PollInterval, false
 		}
@@ -244,7 +262,7 @@ func (f *follower) complete(ctx context.Context, o Outcome, b jenkins.Build) (ti
 	}
 	if wrote {
 		f.m.completions.WithLabelValues(rec.Result).Inc()
-		f.log.InfoContext(ctx, "decision", telemetry.KeyDecision, "completed", "result", rec.Result,
+		f.log().InfoContext(ctx, "decision", telemetry.KeyDecision, "completed", "result", rec.Result,
 			"number", rec.Number, "duration", rec.Duration.String(), "cancel", rec.Cancel)
 	}
 	return f.emit(ctx, rec, wrote, b)
@@ -294,7 +312,7 @@ func (f *follower) retry(ctx context.Context, err error) (time.Duration, bool) {
 	if f.errs == 1 || f.errs%10 == 0 { // an outage of Jenkins must not log a line per build per poll
 		level = slog.LevelWarn
 	}
-	f.log.Log(ctx, level, "poll failed; will retry", telemetry.KeyErr, err, "failures", f.errs, "delay", d.String())
+	f.log().Log(ctx, level, "poll failed; will retry", telemetry.KeyErr, err, "failures", f.errs, "delay", d.String())
 	return d, false
 }
 
@@ -311,7 +329,7 @@ func (f *follower) abort(ctx context.Context) {
 		return
 	}
 	if err := f.m.cancelInJenkins(ctx, f.t.JenkinsJob, f.key, f.queueID, f.number); err != nil {
-		f.log.WarnContext(ctx, "cancel in Jenkins failed; the cancel message retries", telemetry.KeyErr, err)
+		f.log().WarnContext(ctx, "cancel in Jenkins failed; the cancel message retries", telemetry.KeyErr, err)
 		return
 	}
 	f.cancelSent = true

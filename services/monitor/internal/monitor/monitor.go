@@ -34,7 +34,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -213,13 +212,8 @@ func (m *Monitor) follow(ctx context.Context, r *run, msg stage.Msg, t build.Tri
 		f.waiters = append(f.waiters, w)
 		return
 	}
-	attrs := append([]attribute.KeyValue{
-		telemetry.AttrBuildSet.String(t.BuildSet), telemetry.AttrJob.String(t.Job),
-		telemetry.AttrJenkinsJob.String(t.JenkinsJob),
-	}, stage.ChangeAttrs(msg.Header)...)
 	f := &follower{
-		m: m, run: r, ctx: ctx, t: t, key: t.BuildID, attrs: attrs, waiters: []waiter{w},
-		log: msg.Log.With(telemetry.KeyJob, t.Job, "build_id", t.BuildID),
+		m: m, run: r, ctx: ctx, msgLog: msg.Log, header: msg.Header, t: t, key: t.BuildID, waiters: []waiter{w},
 	}
 	r.following[f.key] = f
 	f.entry = r.sched.Add(0, f.step)

@@ -36,6 +36,7 @@ type Entry struct {
 
 	running bool // on a worker now
 	poked   bool // poked while running: run again at once
+	urgent  bool // poked: runs before every entry that is merely due
 	removed bool
 }
 
@@ -79,7 +80,10 @@ func (s *Scheduler) Add(d time.Duration, t Task) *Entry {
 }
 
 // Poke makes e run now: at once if it is waiting, or again right after its
-// current run if it is running.
+// current run if it is running. A poked entry goes before every entry that
+// is merely due, so that when the workers lag behind the deadlines (the
+// Jenkins budget is saturated) a push is not queued behind the backlog. It
+// stays first while its task asks to run again at once (again <= 0).
 func (s *Scheduler) Poke(e *Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -88,7 +92,7 @@ func (s *Scheduler) Poke(e *Entry) {
 	case e.running:
 		e.poked = true
 	case e.index >= 0:
-		e.at = s.clock.Now()
+		e.at, e.urgent = s.clock.Now(), true
 		heap.Fix(&s.heap, e.index)
 		s.signal()
 	}
@@ -103,6 +107,9 @@ func (s *Scheduler) Remove(e *Entry) {
 	}
 	e.removed = true
 	if e.index >= 0 {
+		if e.index == 0 {
+			s.signal() // the loop may sleep towards e's deadline
+		}
 		heap.Remove(&s.heap, e.index)
 		s.live--
 	}
@@ -188,8 +195,11 @@ func (s *Scheduler) run(e *Entry) {
 		s.live--
 		return
 	}
-	if e.poked {
-		e.poked, again = false, 0
+	switch {
+	case e.poked:
+		e.poked, e.urgent, again = false, true, 0
+	case again > 0:
+		e.urgent = false
 	}
 	s.push(e, s.clock.Now().Add(max(again, 0)))
 }
@@ -211,11 +221,15 @@ func (s *Scheduler) signal() {
 	}
 }
 
-// timerHeap orders entries by deadline, then by insertion.
+// timerHeap orders poked entries first (they are always due), then entries
+// by deadline, then by insertion.
 type timerHeap []*Entry
 
 func (h timerHeap) Len() int { return len(h) }
 func (h timerHeap) Less(a, b int) bool {
+	if h[a].urgent != h[b].urgent {
+		return h[a].urgent
+	}
 	if !h[a].at.Equal(h[b].at) {
 		return h[a].at.Before(h[b].at)
 	}

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -201,6 +202,47 @@ func TestSchedulerPokeWhileRunningRunsAgainAtOnce(t *testing.T) {
 	s.Poke(e)
 	close(proceed)
 	recv(t, second)
+}
+
+// TestSchedulerPokeGoesBeforeOverdueTasks: when the workers lag behind the
+// deadlines (a saturated Jenkins budget), a poked task runs before the tasks
+// that are merely overdue, and stays first while it asks to run again at once.
+func TestSchedulerPokeGoesBeforeOverdueTasks(t *testing.T) {
+	clk := newFakeClock()
+	s := startScheduler(t, clk, 1)
+	t0 := clk.Now()
+	ran := make(chan string, 10)
+	release := make(chan struct{})
+	s.Add(0, func() (time.Duration, bool) { <-release; return 0, true }) // the one worker is busy
+	for i, name := range []string{"a", "b", "c"} {
+		s.Add(time.Duration(i+1)*time.Second, func() (time.Duration, bool) { ran <- name; return 0, true })
+	}
+	runs := 0
+	p := s.Add(time.Hour, func() (time.Duration, bool) {
+		runs++
+		ran <- fmt.Sprintf("p%d", runs)
+		if runs == 1 {
+			return 0, false // continue at once (e.g. the queue item became a build)
+		}
+		return time.Hour, false
+	})
+	clk.WaitForSleep(t, t0.Add(time.Second))
+	clk.Advance(10 * time.Second) // a, b and c are overdue
+	s.Poke(p)
+	close(release)
+	var got []string
+	for range 5 {
+		got = append(got, recv(t, ran))
+	}
+	// The dispatcher holds one due task for the busy worker ("a" may be it,
+	// before or after p1); every other overdue task runs after p's two runs.
+	pos := map[string]int{}
+	for i, name := range got {
+		pos[name] = i
+	}
+	if !(pos["p1"] < pos["p2"] && pos["p2"] < pos["b"] && pos["b"] < pos["c"]) {
+		t.Errorf("ran %v; want p1, p2 before the overdue b and c (a may come anywhere before b)", got)
+	}
 }
 
 func TestSchedulerRemovedTaskNeverRuns(t *testing.T) {
