@@ -1,7 +1,8 @@
 // Package stack runs the whole gerritflow pipeline on one machine: an
 // embedded nats-server with JetStream on a file store, the Kinesis emulator,
-// the Jenkins and Gerrit simulators, and the five services as separate
-// processes built from this workspace. `make dev` and the end-to-end tests use it.
+// the Jenkins and Gerrit simulators, the five services and the status page as
+// separate processes built from this workspace. `make dev` and the end-to-end
+// tests use it.
 package stack
 
 import (
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +34,13 @@ import (
 
 // Services in pipeline order.
 var Services = []string{"bridge", "parser", "trigger", "monitor", "voter"}
+
+// Viewers are the processes beside the pipeline that only read it: the
+// status page (listen.status).
+var Viewers = []string{"status"}
+
+// Processes is every process the stack runs: the pipeline, then the viewers.
+func Processes() []string { return append(append([]string(nil), Services...), Viewers...) }
 
 // Secrets the simulators accept; the services read them from the environment.
 const (
@@ -60,12 +69,19 @@ type Options struct {
 	Log io.Writer
 	// NATSOptions adjusts the embedded server's options (accounts, users, TLS).
 	NATSOptions func(*server.Options)
+	// JenkinsOptions adjusts the Jenkins simulator's options (e.g. how long
+	// it remembers queue items that left the queue).
+	JenkinsOptions func(*jenkinssim.Options)
 	// AdminURL is how the stack itself (provisioning, tests) connects when the
 	// server has users; "" = the server's client URL.
 	AdminURL func(clientURL string) string
 	// ServiceNATS gives a service its own nats section (e.g. a URL with its
 	// user, or a creds file); "" keeps the shared one.
 	ServiceNATS func(service, clientURL string) string
+	// ViewerNATS does for the viewers (the status page) what ServiceNATS does
+	// for the services. With ServiceNATS set and ViewerNATS nil, the viewers
+	// are not started: the server has users and none is named for them.
+	ViewerNATS func(viewer, clientURL string) string
 }
 
 // DevJobs are the jobs of the demo: a voting unit-test job and a non-voting lint job.
@@ -105,6 +121,8 @@ type Stack struct {
 
 	mu    sync.Mutex
 	procs map[string][]*Proc
+
+	sink sinkStats // what the events-aws-kinesis stand-in could not deliver
 }
 
 // Proc is one service process.
@@ -166,7 +184,11 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if s.Jenkins, err = jenkinssim.Listen("127.0.0.1:0", jenkinssim.Options{User: "ci", Token: JenkinsToken}); err != nil {
+	jo := jenkinssim.Options{User: "ci", Token: JenkinsToken}
+	if opts.JenkinsOptions != nil {
+		opts.JenkinsOptions(&jo)
+	}
+	if s.Jenkins, err = jenkinssim.Listen("127.0.0.1:0", jo); err != nil {
 		return nil, err
 	}
 	s.Jenkins.AddJob("folder/unit-tests", JobParams...)
@@ -175,13 +197,17 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return nil, err
 	}
 	// Gerrit's events-aws-kinesis plugin: every event becomes one Kinesis record.
-	s.Gerrit.OnEvent(gerritsim.KinesisSink(context.WithoutCancel(ctx), s.Kinesis.Client(), KinesisStream, func(err error) {
-		s.logf("kinesis put: %v", err)
-	}))
+	s.Gerrit.OnEvent(s.kinesisSink(context.WithoutCancel(ctx)))
 	if err := s.writeConfig(); err != nil {
 		return nil, err
 	}
-	for _, name := range Services {
+	names := Services
+	if opts.ServiceNATS == nil || opts.ViewerNATS != nil {
+		names = Processes()
+	} else {
+		s.logf("status page not started: the NATS server has users and Options.ViewerNATS names none for it")
+	}
+	for _, name := range names {
 		n := opts.Replicas[name]
 		if n == 0 {
 			n = 1
@@ -191,6 +217,9 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 				return nil, err
 			}
 		}
+	}
+	if u := s.StatusURL(); u != "" {
+		s.logf("status page: %s", u)
 	}
 	return s, nil
 }
@@ -218,7 +247,7 @@ func findRoot() (string, error) {
 
 func (s *Stack) build(ctx context.Context) error {
 	args := []string{"build", "-o", filepath.Join(s.opts.Dir, "bin") + string(filepath.Separator)}
-	for _, name := range Services {
+	for _, name := range Processes() {
 		args = append(args, "./services/"+name)
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
@@ -239,21 +268,9 @@ func (s *Stack) startNATS() error {
 	} else {
 		ln.Close()
 	}
-	so := &server.Options{
-		ServerName: "gfdev", Host: "127.0.0.1", Port: port,
-		JetStream: true, StoreDir: filepath.Join(s.opts.Dir, "nats"),
-		NoLog: true, NoSigs: true,
-	}
-	if s.opts.NATSOptions != nil {
-		s.opts.NATSOptions(so)
-	}
-	ns, err := server.NewServer(so)
+	ns, err := s.newNATS(port)
 	if err != nil {
-		return fmt.Errorf("nats-server: %w", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(15 * time.Second) {
-		return errors.New("nats-server not ready after 15s")
+		return err
 	}
 	s.NATS = ns
 	url := ns.ClientURL()
@@ -278,7 +295,7 @@ func freeAddr() (string, error) {
 
 func (s *Stack) writeConfig() error {
 	var listen []string
-	for _, name := range Services {
+	for _, name := range Processes() {
 		n := max(s.opts.Replicas[name], 1)
 		for i := 0; i < n; i++ {
 			a, err := freeAddr()
@@ -300,7 +317,7 @@ monitor: { poll_interval: 300ms, max_poll_interval: 2s }
 stages:  { drain_timeout: 10s }
 vote:    { label: Verified, success: 1, failure: -1, tag: "autogenerated:gerritflow", notify: OWNER }
 %s%s`, s.NATS.ClientURL(), KinesisStream, s.Kinesis.Endpoint(), s.Jenkins.URL(), s.Gerrit.URL(),
-		strings.Join(listen, ", "), s.opts.Jobs, s.opts.ExtraConfig)
+		strings.Join(listen, ", "), s.opts.Jobs, s.otelConfig()+s.opts.ExtraConfig)
 	s.Config = filepath.Join(s.opts.Dir, "gerritflow.yaml")
 	return os.WriteFile(s.Config, []byte(cfg), 0o600)
 }
@@ -321,8 +338,12 @@ func (s *Stack) startProc(ctx context.Context, name string, i int) error {
 		return err
 	}
 	c := strings.Replace(string(data), fmt.Sprintf("%s: %q", name, s.Listen[name][0]), fmt.Sprintf("%s: %q", name, p.Addr), 1)
-	if s.opts.ServiceNATS != nil {
-		if n := s.opts.ServiceNATS(name, s.NATS.ClientURL()); n != "" {
+	identity := s.opts.ServiceNATS
+	if slices.Contains(Viewers, name) {
+		identity = s.opts.ViewerNATS
+	}
+	if identity != nil {
+		if n := identity(name, s.NATS.ClientURL()); n != "" {
 			c = strings.Replace(c, fmt.Sprintf("nats:    { url: %q }", s.NATS.ClientURL()), "nats: "+n, 1)
 		}
 	}
@@ -467,12 +488,22 @@ func (s *Stack) Procs(name string) []*Proc {
 	return append([]*Proc(nil), s.procs[name]...)
 }
 
-// Stop stops the services (SIGTERM, in reverse pipeline order), then the
-// simulators, the emulator and NATS. It reports services that did not drain.
+// StatusURL is the page of the first status process ("" when none runs).
+func (s *Stack) StatusURL() string {
+	if p := s.Procs("status"); len(p) > 0 {
+		return "http://" + p[0].Addr + "/"
+	}
+	return ""
+}
+
+// Stop stops the processes (SIGTERM: the viewers, then the services in
+// reverse pipeline order), then the simulators, the emulator and NATS. It
+// reports processes that did not drain.
 func (s *Stack) Stop() error {
 	var errs []error
-	for i := len(Services) - 1; i >= 0; i-- {
-		for _, p := range s.Procs(Services[i]) {
+	procs := Processes()
+	for i := len(procs) - 1; i >= 0; i-- {
+		for _, p := range s.Procs(procs[i]) {
 			if err := p.Stop(20 * time.Second); err != nil {
 				errs = append(errs, err)
 			} else if code := p.ExitCode(); code > 0 {
