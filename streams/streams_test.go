@@ -37,8 +37,13 @@ func TestDefinitionsDecodeStrictly(t *testing.T) {
 		if cfg.AckPolicy != jetstream.AckExplicitPolicy {
 			t.Errorf("consumer %s: ack policy %v; want explicit", cfg.Durable, cfg.AckPolicy)
 		}
-		if cfg.MaxDeliver != -1 && cfg.MaxDeliver <= len(cfg.BackOff) {
-			t.Errorf("consumer %s: max_deliver %d must exceed the %d backoff steps", cfg.Durable, cfg.MaxDeliver, len(cfg.BackOff))
+		// A server-side backoff would become the ack wait of each delivery
+		// (1s for the first): the stage applies the schedule itself.
+		if len(cfg.BackOff) > 0 {
+			t.Errorf("consumer %s: server-side backoff %v; put the schedule in metadata %q", cfg.Durable, cfg.BackOff, "gerritflow.backoff")
+		}
+		if cfg.Metadata["gerritflow.backoff"] == "" {
+			t.Errorf("consumer %s: no retry schedule in metadata gerritflow.backoff", cfg.Durable)
 		}
 		if len(cfg.FilterSubjects) == 0 {
 			t.Errorf("consumer %s: no filter subjects", cfg.Durable)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,7 +140,7 @@ func newRunner(ctx context.Context, js jetstream.JetStream, spec Spec, h Handler
 		base:    context.WithoutCancel(ctx),
 		ackWait: info.Config.AckWait,
 		maxDel:  info.Config.MaxDeliver,
-		backoff: info.Config.BackOff,
+		backoff: Backoff(info.Config),
 		sem:     make(chan struct{}, spec.Concurrency),
 	}
 	if r.ackWait <= 0 {
@@ -316,6 +317,32 @@ func (r *runner) finish(ctx context.Context, d *delivery, outs []Out, err error)
 	delay := r.delay(d.md.NumDelivered)
 	d.msg.Log.Warn("will retry", telemetry.KeyErr, err, "delivered", d.md.NumDelivered, "delay", delay.String())
 	r.settle(d.jm.NakWithDelay(delay), "nak", err)
+}
+
+// BackoffKey is the consumer metadata key holding the retry schedule, e.g.
+// "1s,5s,15s,30s,1m,2m,5m" (the last step repeats).
+//
+// The schedule is not the consumer's server-side backoff: when that is set,
+// nats-server replaces ack_wait with its first step (1s), so every message in
+// flight would need an InProgress every 333ms (thirty thousand a second for
+// the monitor's ten thousand builds), and a crashed replica's work would move
+// after one second. The stage keeps ack_wait for work in progress and applies
+// the schedule itself with NakWithDelay.
+const BackoffKey = "gerritflow.backoff"
+
+// Backoff is a consumer's retry schedule: its metadata's, else its
+// server-side backoff, else 1s.
+func Backoff(c jetstream.ConsumerConfig) []time.Duration {
+	var steps []time.Duration
+	for _, f := range strings.Split(c.Metadata[BackoffKey], ",") {
+		if d, err := time.ParseDuration(strings.TrimSpace(f)); err == nil && d > 0 {
+			steps = append(steps, d)
+		}
+	}
+	if len(steps) == 0 {
+		steps = c.BackOff
+	}
+	return steps
 }
 
 func (r *runner) delay(delivered uint64) time.Duration {

@@ -43,7 +43,7 @@ func newHarness(t *testing.T, maxDeliver int, h stage.Handler) *harness {
 	}
 	if _, err := js.CreateConsumer(ctx, "TEST", jetstream.ConsumerConfig{
 		Durable: "teststage", AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "in.>",
-		AckWait: 5 * time.Second, MaxDeliver: maxDeliver, BackOff: []time.Duration{50 * time.Millisecond},
+		AckWait: 5 * time.Second, MaxDeliver: maxDeliver, Metadata: map[string]string{stage.BackoffKey: "50ms"},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -257,5 +257,32 @@ func TestDrainFinishesWorkInFlight(t *testing.T) {
 	info, _ := c.Info(context.Background())
 	if info.NumAckPending != 0 || info.AckFloor.Stream != 1 {
 		t.Errorf("after drain: ack pending %d, ack floor %d; want 0 and 1", info.NumAckPending, info.AckFloor.Stream)
+	}
+}
+
+// TestWorkLongerThanTheFirstRetryStepIsNotRedelivered: slow work is kept in
+// progress, whatever the retry schedule says.
+func TestWorkLongerThanTheFirstRetryStepIsNotRedelivered(t *testing.T) {
+	var calls atomic.Int32
+	hs := newHarness(t, 3, stage.HandlerFunc(func(ctx context.Context, m stage.Msg) ([]stage.Out, error) {
+		calls.Add(1)
+		time.Sleep(600 * time.Millisecond) // twelve times the 50ms first retry step
+		return echo(ctx, m)
+	}))
+	hs.publish("in.g", "1", "slow", nil)
+	natstest.Collect(t, hs.js, "out.g", 1, 10*time.Second)
+	hs.waitSettled()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler called %d times; want 1 (no redelivery while it works)", n)
+	}
+}
+
+func TestBackoffSchedule(t *testing.T) {
+	got := stage.Backoff(jetstream.ConsumerConfig{Metadata: map[string]string{stage.BackoffKey: "1s, 5s,1m"}})
+	if want := []time.Duration{time.Second, 5 * time.Second, time.Minute}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Backoff = %v; want %v", got, want)
+	}
+	if got := stage.Backoff(jetstream.ConsumerConfig{BackOff: []time.Duration{time.Second}}); len(got) != 1 {
+		t.Errorf("Backoff without metadata = %v; want the server-side schedule", got)
 	}
 }
