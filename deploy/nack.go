@@ -65,6 +65,8 @@ type (
 		ReplayPolicy   string   `json:"replayPolicy,omitempty"`
 		Replicas       int      `json:"replicas,omitempty"`
 		PreventDelete  bool     `json:"preventDelete,omitempty"`
+		// Metadata holds gerritflow.backoff, the retry schedule the stage applies.
+		Metadata map[string]string `json:"metadata,omitempty"`
 	}
 
 	// NACKKeyValue is a jetstream.nats.io/v1beta2 KeyValue.
@@ -132,6 +134,7 @@ func NACK(set *streams.Set, replicas int) ([]byte, error) {
 			DeliverPolicy: enum(cc.DeliverPolicy), AckPolicy: enum(cc.AckPolicy), AckWait: duration(cc.AckWait),
 			MaxDeliver: cc.MaxDeliver, BackOff: backoff, FilterSubjects: cc.FilterSubjects,
 			MaxAckPending: cc.MaxAckPending, ReplayPolicy: enum(cc.ReplayPolicy), PreventDelete: true,
+			Metadata: cc.Metadata,
 		}})
 	}
 	for _, b := range set.Buckets {
