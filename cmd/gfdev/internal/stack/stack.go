@@ -161,10 +161,11 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 			return nil, err
 		}
 	}
-	s = &Stack{opts: opts, procs: map[string][]*Proc{}, Listen: map[string][]string{}}
+	started := &Stack{opts: opts, procs: map[string][]*Proc{}, Listen: map[string][]string{}}
+	s = started
 	defer func() {
-		if err != nil {
-			s.Stop()
+		if err != nil { // s is nil by then: stop what was started
+			started.Stop()
 		}
 	}()
 	s.logf("building services")
