@@ -341,3 +341,18 @@ func TestGrowths(t *testing.T) {
 		t.Errorf("growth = %+v", g[0])
 	}
 }
+
+// TestPickNeedsNoOpenChangeWhenThereIsNone: with no change open, no roll of
+// any seed may pick an action that needs one (an empty pick panicked).
+func TestPickNeedsNoOpenChangeWhenThereIsNone(t *testing.T) {
+	for seed := int64(0); seed < 200; seed++ {
+		w := NewWorkload(nil, nil, "s", seed)
+		for i := 0; i < 50; i++ {
+			switch act := w.pick(); act {
+			case ActNewChange, ActUnconfigured, ActGarbage:
+			default:
+				t.Fatalf("seed %d: pick() = %s with no open change and nothing emitted", seed, act)
+			}
+		}
+	}
+}

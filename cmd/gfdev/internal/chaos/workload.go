@@ -174,11 +174,11 @@ func (w *Workload) pick() string {
 			return ActNewChange
 		}
 	case ActRecheckOld:
-		if w.withOlder() == nil {
-			return ActRecheck
-		}
 		if len(w.open) == 0 {
 			return ActNewChange
+		}
+		if w.withOlder() == nil {
+			return ActRecheck
 		}
 	case ActDuplicate:
 		if len(w.mains) == 0 {
