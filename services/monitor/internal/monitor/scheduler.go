@@ -173,6 +173,13 @@ func (s *Scheduler) Run(ctx context.Context) {
 func (s *Scheduler) next() (*Entry, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A wake signalled before this look at the heap is answered by it (push
+	// signals under s.mu); left buffered it would make the loop look again
+	// and arm a second timer for a deadline it already waits for.
+	select {
+	case <-s.wake:
+	default:
+	}
 	if len(s.heap) == 0 {
 		return nil, -1
 	}
