@@ -15,10 +15,10 @@ import (
 func TestNATSIdentityScripts(t *testing.T) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		t.Skip("no sh")
+		t.Fatalf("sh is needed to run the init scripts: %v", err)
 	}
 	if _, err := exec.LookPath("sed"); err != nil {
-		t.Skip("no sed")
+		t.Fatalf("sed is needed to run the init scripts: %v", err)
 	}
 	src := string(read(t, "deploy", "compose", "gerritflow.yaml"))
 	const pw = "0123456789abcdef0123456789abcdef"

@@ -20,9 +20,6 @@ import (
 // Every kind of fault strikes at least once. Then nothing may be lost, built
 // twice or voted twice (docs/reliability.md lists the invariants).
 func TestChaos(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the chaos run takes about two minutes")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()
 	var log io.Writer = io.Discard

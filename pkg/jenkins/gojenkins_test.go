@@ -118,9 +118,6 @@ func TestGojenkinsBuildStopReportsError(t *testing.T) {
 }
 
 func TestGojenkinsGetBuildFromQueueIDLoopsOnCancelledItem(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits a second")
-	}
 	clk := newClock()
 	sim := jenkinssim.Start(t, jenkinssim.Options{Now: clk.Now})
 	sim.AddJob("plain", jenkins.BuildIDParam)
