@@ -26,19 +26,7 @@ import (
 func TestEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	var log io.Writer = io.Discard
-	if testing.Verbose() {
-		log = os.Stderr
-	}
-	s, err := stack.Start(ctx, stack.Options{Dir: filepath.Join(t.TempDir(), "dev"), Log: log})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stack did not stop cleanly: %v", err)
-		}
-	})
+	s := startStack(ctx, t, stack.Options{})
 	if testing.Verbose() {
 		go s.Watch(ctx, os.Stderr)
 	}
@@ -191,6 +179,32 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("DLQ holds %d messages; want 0", n)
 		}
 	})
+}
+
+// startStack starts the pipeline for one test (state in the test's temp dir,
+// the stack's messages on stderr with -v) and stops it at cleanup, failing
+// the test if a service did not drain.
+func startStack(ctx context.Context, t *testing.T, opts stack.Options) *stack.Stack {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = filepath.Join(t.TempDir(), "dev")
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+		if testing.Verbose() {
+			opts.Log = os.Stderr
+		}
+	}
+	s, err := stack.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("start stack: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("stack did not stop cleanly: %v", err)
+		}
+	})
+	return s
 }
 
 func upload(t *testing.T, s *stack.Stack, u gerritsim.Upload) int {

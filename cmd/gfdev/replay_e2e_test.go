@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -27,19 +26,7 @@ func TestReplayRedoesVotes(t *testing.T) {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var log io.Writer = io.Discard
-	if testing.Verbose() {
-		log = os.Stderr
-	}
-	s, err := stack.Start(ctx, stack.Options{Dir: filepath.Join(t.TempDir(), "dev"), Log: log})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stack did not stop cleanly: %v", err)
-		}
-	})
+	s := startStack(ctx, t, stack.Options{})
 	s.ScriptJenkins(300 * time.Millisecond)
 	gfctl := buildGfctl(ctx, t)
 

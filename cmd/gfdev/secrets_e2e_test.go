@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,20 +26,8 @@ import (
 func TestSecretsNeverPrinted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	var log io.Writer = io.Discard
-	if testing.Verbose() {
-		log = os.Stderr
-	}
 	dir := filepath.Join(t.TempDir(), "dev")
-	s, err := stack.Start(ctx, stack.Options{Dir: dir, Log: log})
-	if err != nil {
-		t.Fatalf("start stack: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			t.Errorf("stack did not stop cleanly: %v", err)
-		}
-	})
+	s := startStack(ctx, t, stack.Options{Dir: dir})
 	s.ScriptJenkins(300 * time.Millisecond)
 	secrets := map[string]string{"the Jenkins token": stack.JenkinsToken, "the Gerrit password": stack.GerritPassword}
 
