@@ -28,7 +28,7 @@ deps:
 	$(GO) mod download
 
 build: deps
-	$(GO) build -o bin/ ./services/bridge ./services/parser ./services/trigger ./services/monitor ./services/voter ./cmd/gfctl ./cmd/gfdev
+	$(GO) build -o bin/ ./services/bridge ./services/parser ./services/trigger ./services/monitor ./services/voter ./services/status ./cmd/gfctl ./cmd/gfdev
 
 vet:
 	$(GO) vet $(PKGS)
