@@ -75,6 +75,9 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	for _, name := range stack.Services {
 		fmt.Fprintf(out, "  %-8s http://%s/metrics  (pid %d)\n", name, s.Listen[name][0], s.Procs(name)[0].PID())
 	}
+	if url := s.StatusURL(); url != "" {
+		fmt.Fprintf(out, "  status   %s  (the live status page)\n", url)
+	}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go s.Watch(watchCtx, out)
