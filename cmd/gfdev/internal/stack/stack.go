@@ -219,9 +219,6 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 			}
 		}
 	}
-	if u := s.StatusURL(); u != "" {
-		s.logf("status page: %s", u)
-	}
 	return s, nil
 }
 
