@@ -311,27 +311,15 @@ func (m *Monitor) read(ctx context.Context, key string) (build.Build, uint64, er
 	return b, e.Revision(), nil
 }
 
-// cas applies change to the build record at key until an Update with the
-// revision read succeeds: a conflict re-reads and decides again, never a
-// blind Put. change returns false when nothing needs writing (and must then
-// leave cur as it was). It returns the record as stored.
+// cas applies change to the existing build record at key by compare-and-set
+// (build.Update: a conflict re-reads and decides again, never a blind Put).
+// change returns false when nothing needs writing. It returns the record as stored.
 func (m *Monitor) cas(ctx context.Context, key string, change func(cur *build.Build) bool) (build.Build, error) {
-	for attempt := 0; ; attempt++ {
-		cur, rev, err := m.read(ctx, key)
-		if err != nil {
-			return cur, err
-		}
-		if !change(&cur) {
-			return cur, nil
-		}
-		_, err = m.builds.Update(ctx, key, build.Encode(cur), rev)
-		if err == nil {
-			return cur, nil
-		}
-		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= 20 {
-			return cur, fmt.Errorf("update build %s: %w", key, err)
-		}
+	rec, err := build.Update(ctx, m.builds, key, func(cur *build.Build, exists bool) bool { return exists && change(cur) })
+	if err != nil {
+		return rec, fmt.Errorf("update build %s: %w", key, err)
 	}
+	return rec, nil
 }
 
 // cancel handles ci.builds.cancel: record the reason (CAS), then ask Jenkins

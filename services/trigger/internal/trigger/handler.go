@@ -244,7 +244,7 @@ func (h *Handler) decide(ctx context.Context, log *slog.Logger, decision, reason
 // and the cancel messages for build sets ev made obsolete.
 func (h *Handler) reconcile(ctx context.Context, ev *event.Event) (build.Change, []stage.Out, error) {
 	key := subject.ChangeKey(ev.ProjectName(), ev.ChangeNumber())
-	chg, err := casJSON(ctx, h.changes, key, func(cur *build.Change, exists bool) bool {
+	chg, err := build.Update(ctx, h.changes, key, func(cur *build.Change, exists bool) bool {
 		if !exists {
 			*cur = build.Change{Project: ev.ProjectName(), Number: ev.ChangeNumber(), Status: build.ChangeNew}
 		}
@@ -308,7 +308,7 @@ func (h *Handler) cancelOnMerge(j build.Job) bool {
 // returns a cancel message for each of its unfinished builds (those only
 // selects). Running it again yields the same messages, deduplicated by Msg-Id.
 func (h *Handler) retire(ctx context.Context, setID, state, reason string, only func(build.Job) bool) ([]stage.Out, error) {
-	set, err := casJSON(ctx, h.sets, setID, func(cur *build.Set, exists bool) bool {
+	set, err := build.Update(ctx, h.sets, setID, func(cur *build.Set, exists bool) bool {
 		if !exists || state == "" || cur.State != build.SetRunning {
 			return false
 		}
@@ -403,7 +403,7 @@ func (h *Handler) buildSet(ctx context.Context, ev *event.Event, replay string, 
 // the record holds at that moment: one CAS orders the registration against a
 // newer patch set's superseding.
 func (h *Handler) register(ctx context.Context, ev *event.Event, set build.Set) (int, error) {
-	chg, err := casJSON(ctx, h.changes, subject.ChangeKey(set.Project, set.Change), func(cur *build.Change, exists bool) bool {
+	chg, err := build.Update(ctx, h.changes, subject.ChangeKey(set.Project, set.Change), func(cur *build.Change, exists bool) bool {
 		if !exists {
 			*cur = build.Change{Project: set.Project, Number: set.Change, Latest: set.PatchSet, Status: build.ChangeNew}
 		}
@@ -558,47 +558,6 @@ func traceparent(ctx context.Context) string {
 	hdr := nats.Header{}
 	bus.Inject(ctx, hdr)
 	return hdr.Get(bus.Traceparent)
-}
-
-// casJSON applies change to the JSON record at key until a compare-and-set
-// succeeds: Create when the key is new, Update with the revision read
-// otherwise; a conflict re-reads and decides again, never a blind Put.
-// change returns false when nothing needs writing. It returns the record as
-// stored; ErrKeyNotFound when the key is absent and change declined to create it.
-func casJSON[T any](ctx context.Context, kv jetstream.KeyValue, key string, change func(cur *T, exists bool) bool) (T, error) {
-	for attempt := 0; ; attempt++ {
-		var cur T
-		var rev uint64
-		e, err := kv.Get(ctx, key)
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return cur, fmt.Errorf("get %s/%s: %w", kv.Bucket(), key, err)
-		default:
-			if err := build.Decode(e.Value(), &cur); err != nil {
-				return cur, stage.Permanent(fmt.Errorf("%s/%s: %w", kv.Bucket(), key, err))
-			}
-			rev = e.Revision()
-		}
-		if !change(&cur, rev != 0) {
-			if rev == 0 {
-				return cur, jetstream.ErrKeyNotFound
-			}
-			return cur, nil
-		}
-		if rev == 0 {
-			_, err = kv.Create(ctx, key, build.Encode(cur))
-		} else {
-			_, err = kv.Update(ctx, key, build.Encode(cur), rev)
-		}
-		if err == nil {
-			return cur, nil
-		}
-		conflict := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-		if !conflict || attempt >= 20 {
-			return cur, fmt.Errorf("write %s/%s: %w", kv.Bucket(), key, err)
-		}
-	}
 }
 
 // OpenBuckets binds the KV buckets the trigger writes.
