@@ -290,7 +290,8 @@ func twoDigits(n int) string {
 	return strconv.Itoa(n)
 }
 
-// settle waits until every durable consumer has nothing pending or unacked.
+// settle waits until the bridge has read everything Kinesis holds and every
+// durable consumer of streams/ has nothing pending or unacked.
 func settle(t *testing.T, s *stack.Stack) {
 	t.Helper()
 	// The bridge has read everything the emulator holds when gerrit.raw stops growing.
@@ -301,11 +302,13 @@ func settle(t *testing.T, s *stack.Stack) {
 		last = n
 		return stable
 	})
+	set, err := streams.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 2*time.Minute, "every consumer settled", func() bool {
-		for _, c := range []struct{ stream, durable string }{
-			{streams.GerritRaw, "parser"}, {streams.GerritEvents, "trigger"}, {streams.CIBuilds, "monitor"}, {streams.CIBuilds, "voter"},
-		} {
-			cons, err := s.JS.Consumer(context.Background(), c.stream, c.durable)
+		for _, c := range set.Consumers {
+			cons, err := s.JS.Consumer(context.Background(), c.Stream, c.Config.Durable)
 			if err != nil {
 				return false
 			}

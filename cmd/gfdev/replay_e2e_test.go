@@ -16,7 +16,6 @@ import (
 	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/stack"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/natstest"
-	"github.com/gerritflow/gerritflow/streams"
 )
 
 // TestReplayRedoesVotes is the operator's path after a Gerrit outage that
@@ -39,7 +38,7 @@ func TestReplayRedoesVotes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settleAll(t, s)
+	settle(t, s)
 	votes := map[int]map[string]int{} // what Gerrit got first, per change
 	for i, c := range changes {
 		reviews := s.Gerrit.ReviewsFor(c)
@@ -62,7 +61,7 @@ func TestReplayRedoesVotes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		settleAll(t, s)
+		settle(t, s)
 		for _, c := range changes {
 			reviews := s.Gerrit.ReviewsFor(c)
 			if len(reviews) != 1 {
@@ -84,7 +83,7 @@ func TestReplayRedoesVotes(t *testing.T) {
 		if dry.Selected != 2*len(changes) || dry.Published != 0 || len(dry.Messages) != dry.Selected {
 			t.Fatalf("dry run = %+v; want %d completions listed, nothing published", dry, 2*len(changes))
 		}
-		settleAll(t, s)
+		settle(t, s)
 		if n := len(s.Gerrit.Reviews()); n != 0 {
 			t.Fatalf("Gerrit got %d reviews after a dry run; want none", n)
 		}
@@ -101,7 +100,7 @@ func TestReplayRedoesVotes(t *testing.T) {
 		if sum.Published != 0 || sum.Duplicates != sum.Selected || sum.Errors != 0 {
 			t.Errorf("replay redo-1 again = %+v; want every copy a duplicate", sum)
 		}
-		settleAll(t, s)
+		settle(t, s)
 		if n := len(s.Gerrit.Reviews()); n != len(changes) {
 			t.Errorf("Gerrit holds %d reviews after replaying redo-1 twice; want %d", n, len(changes))
 		}
@@ -184,34 +183,4 @@ func gfctlJSON(ctx context.Context, t *testing.T, bin string, s *stack.Stack, v 
 	if testing.Verbose() {
 		t.Logf("gfctl %s:\n%s%s", strings.Join(args, " "), errOut.String(), out.String())
 	}
-}
-
-// settleAll waits until Kinesis has nothing more for the bridge and every
-// durable consumer, the voter's replay consumer included, has nothing
-// pending or unacked.
-func settleAll(t *testing.T, s *stack.Stack) {
-	t.Helper()
-	last := -1
-	waitFor(t, time.Minute, "gerrit.raw stable", func() bool {
-		n := natstest.Count(t, s.JS, "gerrit.raw")
-		stable := n == last
-		last = n
-		return stable
-	})
-	waitFor(t, 2*time.Minute, "every consumer settled", func() bool {
-		for _, c := range []struct{ stream, durable string }{
-			{streams.GerritRaw, "parser"}, {streams.GerritEvents, "trigger"}, {streams.CIBuilds, "monitor"},
-			{streams.CIBuilds, "voter"}, {streams.CIVotes, "voter-replay"},
-		} {
-			cons, err := s.JS.Consumer(context.Background(), c.stream, c.durable)
-			if err != nil {
-				return false
-			}
-			info, err := cons.Info(context.Background())
-			if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
-				return false
-			}
-		}
-		return true
-	})
 }
