@@ -7,6 +7,10 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -72,4 +76,18 @@ func (s *Service) Ready() {
 func (s *Service) Close(ctx context.Context) {
 	s.JS.Conn().Close()
 	s.Tel.Shutdown(context.WithoutCancel(ctx))
+}
+
+// Main runs a service's run function with the process's arguments and
+// environment until SIGINT or SIGTERM (run then drains), and exits non-zero
+// naming the service when run fails. Keeping main to this call keeps run
+// testable: tests call it with their own context, args and getenv.
+func Main(name string, run func(ctx context.Context, args []string, getenv func(string) string) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }

@@ -5,23 +5,12 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/services/bridge/internal/bridge"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "bridge:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("bridge", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	s, err := service.Start(ctx, "bridge", bridge.Needs, args, getenv)

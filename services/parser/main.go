@@ -4,24 +4,13 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/services/parser/internal/parser"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "parser:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("parser", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	s, err := service.Start(ctx, "parser", parser.Needs, args, getenv)

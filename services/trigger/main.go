@@ -4,11 +4,7 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
 	"slices"
-	"syscall"
 
 	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
@@ -19,14 +15,7 @@ import (
 	"github.com/gerritflow/gerritflow/streams"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "trigger:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("trigger", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	s, err := service.Start(ctx, "trigger", trigger.Needs, args, getenv)

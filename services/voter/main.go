@@ -4,10 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/service"
@@ -16,14 +12,7 @@ import (
 	"github.com/gerritflow/gerritflow/streams"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "voter:", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("voter", run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
 	s, err := service.Start(ctx, "voter", voter.Needs, args, getenv)
