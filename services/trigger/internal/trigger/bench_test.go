@@ -69,7 +69,7 @@ jobs: [ { name: unit, jenkins_job: unit, events: [ { type: patchset-created } ],
 		if err != nil {
 			b.Fatal(err)
 		}
-		buckets, err := OpenBuckets(ctx, js)
+		buckets, err := openBuckets(ctx, js)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -559,17 +559,3 @@ func traceparent(ctx context.Context) string {
 	bus.Inject(ctx, hdr)
 	return hdr.Get(bus.Traceparent)
 }
-
-// OpenBuckets binds the KV buckets the trigger writes.
-func OpenBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
-	var b Buckets
-	var err error
-	for name, dst := range map[string]*jetstream.KeyValue{
-		streams.BucketChanges: &b.Changes, streams.BucketBuildSets: &b.BuildSets, streams.BucketBuilds: &b.Builds,
-	} {
-		if *dst, err = js.KeyValue(ctx, name); err != nil {
-			return b, fmt.Errorf("open kv %s: %w", name, err)
-		}
-	}
-	return b, nil
-}

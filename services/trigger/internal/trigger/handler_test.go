@@ -3,6 +3,7 @@ package trigger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
+	"github.com/gerritflow/gerritflow/streams"
 )
 
 var buildParams = []string{"GERRITFLOW_BUILD_ID", "GERRIT_PROJECT", "GERRIT_BRANCH", "GERRIT_CHANGE_NUMBER", "GERRIT_PATCHSET_NUMBER",
@@ -54,7 +56,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenBuckets(ctx, js)
+	b, err := openBuckets(ctx, js)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,4 +484,18 @@ func TestMergeCancelsCheckOnlyJobsAndStartsPostMergeJobs(t *testing.T) {
 	if outs := e.handle(recheck, nil); len(bySubject(outs, subject.BuildsTriggered)) != 0 {
 		t.Errorf("recheck of a merged change triggered %v", ids(outs))
 	}
+}
+
+// openBuckets binds the KV buckets the trigger writes (main does it through service.KeyValue).
+func openBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
+	var b Buckets
+	var err error
+	for name, dst := range map[string]*jetstream.KeyValue{
+		streams.BucketChanges: &b.Changes, streams.BucketBuildSets: &b.BuildSets, streams.BucketBuilds: &b.Builds,
+	} {
+		if *dst, err = js.KeyValue(ctx, name); err != nil {
+			return b, fmt.Errorf("open kv %s: %w", name, err)
+		}
+	}
+	return b, nil
 }
