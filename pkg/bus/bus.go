@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -99,8 +100,10 @@ func SetChange(h nats.Header, project string, change, patchset int) {
 	}
 }
 
-// Connect dials NATS as client name and returns a JetStream handle. Reconnects
-// are unlimited: a broker restart must not end a service.
+// Connect dials NATS as client name and returns a JetStream handle, logged in
+// with the .creds file or the user and password c names (the password read
+// from its environment variable or file). Reconnects are unlimited: a broker
+// restart must not end a service.
 func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStream, error) {
 	opts := []nats.Option{
 		nats.Name("gerritflow-" + name),
@@ -110,6 +113,13 @@ func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStre
 	}
 	if c.Creds != "" {
 		opts = append(opts, nats.UserCredentials(c.Creds))
+	}
+	user, password, err := c.UserPassword(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if user != "" {
+		opts = append(opts, nats.UserInfo(user, password.Reveal()))
 	}
 	if c.CAFile != "" {
 		opts = append(opts, nats.RootCAs(c.CAFile))

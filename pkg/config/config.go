@@ -36,10 +36,20 @@ type Config struct {
 	Status  Status  `yaml:"status"`
 }
 
-// NATS is how services reach the broker.
+// NATS is how services reach the broker. A service authenticates with a
+// .creds file (JWT and NKey) or with a user and password; either way the
+// configuration file can be shared by every service while each one logs in
+// as itself: user_env, password_env and password_file name what differs per
+// process (docs/deploy.md).
 type NATS struct {
 	URL   string `yaml:"url"`
 	Creds string `yaml:"creds"` // path to a .creds file
+	// User, or the environment variable holding it (UserEnv), and the
+	// password from an environment variable or a file.
+	User         string `yaml:"user"`
+	UserEnv      string `yaml:"user_env"`
+	PasswordEnv  string `yaml:"password_env"`
+	PasswordFile string `yaml:"password_file"`
 	// TLS: a CA file to trust and an optional client certificate.
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
@@ -68,9 +78,10 @@ type Kinesis struct {
 
 // Jenkins is the CI server.
 type Jenkins struct {
-	URL      string `yaml:"url"`
-	User     string `yaml:"user"`
-	TokenEnv string `yaml:"token_env"`
+	URL       string `yaml:"url"`
+	User      string `yaml:"user"`
+	TokenEnv  string `yaml:"token_env"`
+	TokenFile string `yaml:"token_file"` // instead of token_env: a mounted secret
 	// RequestsPerSecond and MaxConcurrent bound the load one replica puts on Jenkins.
 	RequestsPerSecond float64  `yaml:"requests_per_second"`
 	MaxConcurrent     int      `yaml:"max_concurrent"`
@@ -79,10 +90,11 @@ type Jenkins struct {
 
 // Gerrit is the code review server.
 type Gerrit struct {
-	URL         string   `yaml:"url"`
-	User        string   `yaml:"user"`
-	PasswordEnv string   `yaml:"password_env"`
-	Timeout     Duration `yaml:"timeout"`
+	URL          string   `yaml:"url"`
+	User         string   `yaml:"user"`
+	PasswordEnv  string   `yaml:"password_env"`
+	PasswordFile string   `yaml:"password_file"` // instead of password_env: a mounted secret
+	Timeout      Duration `yaml:"timeout"`
 }
 
 // Otel configures trace export.
@@ -369,6 +381,15 @@ func (c *Config) Validate() error {
 	for _, u := range strings.Split(c.NATS.URL, ",") {
 		checkURL("nats.url", strings.TrimSpace(u), "nats", "tls", "ws", "wss")
 	}
+	c.NATS.validate(bad)
+	for _, s := range []struct{ env, file, envKey, fileKey string }{
+		{c.Jenkins.TokenEnv, c.Jenkins.TokenFile, "jenkins.token_env", "jenkins.token_file"},
+		{c.Gerrit.PasswordEnv, c.Gerrit.PasswordFile, "gerrit.password_env", "gerrit.password_file"},
+	} {
+		if s.env != "" && s.file != "" {
+			bad(s.fileKey, "set %s or %s, not both", s.envKey, s.fileKey)
+		}
+	}
 	checkURL("kinesis.endpoint", c.Kinesis.Endpoint, "http", "https")
 	checkURL("jenkins.url", c.Jenkins.URL, "http", "https")
 	checkURL("gerrit.url", c.Gerrit.URL, "http", "https")
@@ -502,8 +523,8 @@ func TriggerTypes() []string {
 		"wip-state-changed", "private-state-changed", "topic-changed"}
 }
 
-// Secret reads the credential named by an *_env key. key is the config key,
-// used in the error when the variable is unset.
+// SecretFromEnv reads the credential named by an *_env key. key is the config
+// key, used in the error when the variable is unset.
 func SecretFromEnv(key, envName string, getenv func(string) string) (Secret, error) {
 	if envName == "" {
 		return "", fmt.Errorf("%s: required (the name of the environment variable holding the secret)", key)
@@ -515,12 +536,41 @@ func SecretFromEnv(key, envName string, getenv func(string) string) (Secret, err
 	return Secret(v), nil
 }
 
+// SecretFromFile reads the credential in the file named by an *_file key
+// (a mounted Kubernetes or Docker secret). One trailing line break is not
+// part of the secret. key is the config key, used in errors, which never
+// hold the file's content.
+func SecretFromFile(key, path string) (Secret, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return "", fmt.Errorf("%s: read %s: %v", key, path, err)
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", key, path)
+	}
+	return Secret(v), nil
+}
+
+// secret reads a credential from the file or the environment variable the
+// configuration names (Validate has refused both at once).
+func secret(envKey, envName, fileKey, path string, getenv func(string) string) (Secret, error) {
+	if path != "" {
+		return SecretFromFile(fileKey, path)
+	}
+	return SecretFromEnv(envKey, envName, getenv)
+}
+
 // JenkinsToken returns the Jenkins API token.
 func (c *Config) JenkinsToken(getenv func(string) string) (Secret, error) {
 	if c.Jenkins.URL == "" {
 		return "", errors.New("jenkins.url: required")
 	}
-	return SecretFromEnv("jenkins.token_env", c.Jenkins.TokenEnv, getenv)
+	return secret("jenkins.token_env", c.Jenkins.TokenEnv, "jenkins.token_file", c.Jenkins.TokenFile, getenv)
 }
 
 // GerritPassword returns the Gerrit HTTP password.
@@ -528,5 +578,46 @@ func (c *Config) GerritPassword(getenv func(string) string) (Secret, error) {
 	if c.Gerrit.URL == "" {
 		return "", errors.New("gerrit.url: required")
 	}
-	return SecretFromEnv("gerrit.password_env", c.Gerrit.PasswordEnv, getenv)
+	return secret("gerrit.password_env", c.Gerrit.PasswordEnv, "gerrit.password_file", c.Gerrit.PasswordFile, getenv)
+}
+
+// validate checks the NATS authentication keys: one way to log in at most,
+// and a user always with its password.
+func (n NATS) validate(bad func(key, format string, args ...any)) {
+	if n.User != "" && n.UserEnv != "" {
+		bad("nats.user_env", "set nats.user or nats.user_env, not both")
+	}
+	if n.PasswordEnv != "" && n.PasswordFile != "" {
+		bad("nats.password_file", "set nats.password_env or nats.password_file, not both")
+	}
+	user := n.User != "" || n.UserEnv != ""
+	password := n.PasswordEnv != "" || n.PasswordFile != ""
+	switch {
+	case user && !password:
+		bad("nats.password_env", "required with a NATS user (or nats.password_file)")
+	case password && !user:
+		bad("nats.user", "required with a NATS password (or nats.user_env)")
+	case user && n.Creds != "":
+		bad("nats.creds", "a .creds file and a user/password are two ways to log in: keep one")
+	}
+	if user && strings.Contains(n.URL, "@") {
+		bad("nats.url", "holds credentials; with nats.user keep them out of the URL")
+	}
+}
+
+// UserPassword returns the NATS user and password the configuration names,
+// or empty values when it names none (no authentication, a .creds file or
+// credentials in the URL).
+func (n NATS) UserPassword(getenv func(string) string) (user string, password Secret, err error) {
+	if n.User == "" && n.UserEnv == "" {
+		return "", "", nil
+	}
+	user = n.User
+	if n.UserEnv != "" {
+		if user = getenv(n.UserEnv); user == "" {
+			return "", "", fmt.Errorf("nats.user_env: environment variable %s is empty or unset", n.UserEnv)
+		}
+	}
+	password, err = secret("nats.password_env", n.PasswordEnv, "nats.password_file", n.PasswordFile, getenv)
+	return user, password, err
 }

@@ -64,6 +64,13 @@ func TestBadConfig(t *testing.T) {
 		{"reserved parameter", `EXTRA: "value"`, `GERRIT_PROJECT: "x"`, "jobs[0].parameters.GERRIT_PROJECT"},
 		{"bad duration", "nats:     { url: nats://127.0.0.1:4222, creds: \"\" }", "nats: { url: nats://127.0.0.1:4222 }\nmonitor: { poll_interval: often }", "not a duration"},
 		{"positive failure", "failure: -1", "failure: 1", "vote.failure"},
+		{"nats user without password", "creds: \"\"", "user: parser", "nats.password_env: required with a NATS user"},
+		{"nats password without user", "creds: \"\"", "password_env: NP", "nats.user: required with a NATS password"},
+		{"nats user twice", "creds: \"\"", "user: parser, user_env: NU, password_env: NP", "nats.user_env: set nats.user or nats.user_env"},
+		{"nats password twice", "creds: \"\"", "user: parser, password_env: NP, password_file: /run/p", "nats.password_file: set nats.password_env or"},
+		{"nats creds and user", "creds: \"\"", "creds: /run/x.creds, user: parser, password_env: NP", "nats.creds: a .creds file and a user/password"},
+		{"nats user and url credentials", "url: nats://127.0.0.1:4222, creds: \"\"", "url: \"nats://a:b@127.0.0.1:4222\", user: parser, password_env: NP", "nats.url: holds credentials"},
+		{"jenkins token twice", "token_env: JENKINS_TOKEN", "token_env: JENKINS_TOKEN, token_file: /run/t", "jenkins.token_file: set jenkins.token_env or jenkins.token_file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,6 +116,55 @@ func TestSecretNeverPrints(t *testing.T) {
 	c := &Config{Jenkins: Jenkins{URL: "http://j", TokenEnv: "JT"}}
 	if _, err := c.JenkinsToken(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "jenkins.token_env: environment variable JT") {
 		t.Errorf("JenkinsToken with JT unset = %v; want an error naming jenkins.token_env", err)
+	}
+}
+
+// TestSecretsFromEnvAndFiles reads every credential the way a deployment
+// hands it over: an environment variable, or a mounted secret file whose
+// trailing line break is not part of the secret. Errors name the key and
+// never hold the secret.
+func TestSecretsFromEnvAndFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{"NU": "parser", "NP": "pw-from-env", "JT": "token-from-env"}
+	getenv := func(k string) string { return env[k] }
+
+	n := NATS{UserEnv: "NU", PasswordFile: write("nats", "pw-from-file\n")}
+	if u, p, err := n.UserPassword(getenv); err != nil || u != "parser" || p.Reveal() != "pw-from-file" {
+		t.Errorf("UserPassword(user_env, password_file) = %q, %q, %v; want parser, pw-from-file", u, p.Reveal(), err)
+	}
+	n = NATS{User: "voter", PasswordEnv: "NP"}
+	if u, p, err := n.UserPassword(getenv); err != nil || u != "voter" || p.Reveal() != "pw-from-env" {
+		t.Errorf("UserPassword(user, password_env) = %q, %q, %v; want voter, pw-from-env", u, p.Reveal(), err)
+	}
+	if u, _, err := (NATS{Creds: "/x.creds"}).UserPassword(getenv); err != nil || u != "" {
+		t.Errorf("UserPassword(creds only) = %q, %v; want no user", u, err)
+	}
+	if _, _, err := (NATS{UserEnv: "UNSET", PasswordEnv: "NP"}).UserPassword(getenv); err == nil || !strings.Contains(err.Error(), "nats.user_env: environment variable UNSET") {
+		t.Errorf("UserPassword(unset user_env) = %v; want an error naming nats.user_env", err)
+	}
+
+	c := &Config{Jenkins: Jenkins{URL: "http://j", TokenFile: write("token", "token-from-file\r\n")},
+		Gerrit: Gerrit{URL: "http://g", PasswordFile: filepath.Join(dir, "missing")}}
+	if tok, err := c.JenkinsToken(getenv); err != nil || tok.Reveal() != "token-from-file" {
+		t.Errorf("JenkinsToken(token_file) = %q, %v; want token-from-file", tok.Reveal(), err)
+	}
+	if _, err := c.GerritPassword(getenv); err == nil || !strings.Contains(err.Error(), "gerrit.password_file: read "+filepath.Join(dir, "missing")) {
+		t.Errorf("GerritPassword(missing file) = %v; want an error naming gerrit.password_file and the path", err)
+	}
+	c.Gerrit.PasswordFile = write("empty", "\n")
+	if _, err := c.GerritPassword(getenv); err == nil || !strings.Contains(err.Error(), "gerrit.password_file: "+c.Gerrit.PasswordFile+" is empty") {
+		t.Errorf("GerritPassword(empty file) = %v; want an error saying the file is empty", err)
+	}
+	c.Gerrit.PasswordFile = write("gerrit", "s3cret")
+	if pw, err := c.GerritPassword(getenv); err != nil || pw.Reveal() != "s3cret" {
+		t.Errorf("GerritPassword(password_file) = %q, %v", pw.Reveal(), err)
 	}
 }
 
