@@ -18,6 +18,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -90,6 +91,9 @@ func Load() (*Set, error) {
 			if err := decode(data, &c); err != nil {
 				return fmt.Errorf("kv %s: %w", p, err)
 			}
+			if c.RePublish != nil || c.Mirror != nil || len(c.Sources) > 0 || c.LimitMarkerTTL != 0 {
+				return fmt.Errorf("kv %s: republish, mirror, sources and limit_marker_ttl are not provisioned (see BucketStream)", p)
+			}
 			s.Buckets = append(s.Buckets, c)
 		}
 		return nil
@@ -124,6 +128,16 @@ func Provision(ctx context.Context, js jetstream.JetStream) error {
 
 // ProvisionReplicas is Provision with every stream and bucket at replicas
 // copies (R3 in a cluster); 0 keeps the definitions' own (1).
+//
+// A bucket with more than one replica is provisioned without direct gets
+// (allow_direct: false). Direct gets are answered by any replica, followers
+// included, and a follower may not have applied the latest write yet; the
+// voter decides a build set's vote by reading its other builds' records, the
+// trigger and monitor read before they compare-and-set. Without direct gets
+// every KV read goes to the stream leader ($JS.API.STREAM.MSG.GET) and sees
+// every write acknowledged before it. Services decide how to read when they
+// bind, so they must restart after a bucket's replica count changes
+// (docs/deploy.md).
 func ProvisionReplicas(ctx context.Context, js jetstream.JetStream, replicas int) error {
 	s, err := Load()
 	if err != nil {
@@ -148,11 +162,56 @@ func ProvisionReplicas(ctx context.Context, js jetstream.JetStream, replicas int
 		}
 	}
 	for _, c := range s.Buckets {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, c); err != nil {
+		// Not js.CreateOrUpdateKeyValue: it always turns direct gets on.
+		if _, err := js.CreateOrUpdateStream(ctx, BucketStream(c)); err != nil {
 			return fmt.Errorf("provision kv %s: %w", c.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// BucketStream is the stream that holds bucket c: the configuration nats.go's
+// CreateKeyValue gives it (TestBucketStreamIsWhatNATSGoCreates holds the two
+// together for every field the definitions use), except that direct gets are
+// on only for a single replica (see ProvisionReplicas).
+func BucketStream(c jetstream.KeyValueConfig) jetstream.StreamConfig {
+	history := int64(max(c.History, 1))
+	replicas := max(c.Replicas, 1)
+	dup := 2 * time.Minute
+	if c.TTL > 0 && c.TTL < dup {
+		dup = c.TTL
+	}
+	orUnlimited := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
+	var compression jetstream.StoreCompression
+	if c.Compression {
+		compression = jetstream.S2Compression
+	}
+	return jetstream.StreamConfig{
+		Name:              "KV_" + c.Bucket,
+		Description:       c.Description,
+		Subjects:          []string{"$KV." + c.Bucket + ".>"},
+		MaxMsgsPerSubject: history,
+		MaxBytes:          orUnlimited(c.MaxBytes),
+		MaxAge:            c.TTL,
+		MaxMsgSize:        int32(orUnlimited(int64(c.MaxValueSize))),
+		Storage:           c.Storage,
+		Replicas:          replicas,
+		Placement:         c.Placement,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        dup,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		AllowDirect:       replicas == 1,
+		Compression:       compression,
+		Discard:           jetstream.DiscardNew,
+		Metadata:          c.Metadata,
+	}
 }
 
 // Need names what one service binds to.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gerritflow/gerritflow/pkg/natstest"
@@ -112,5 +113,61 @@ func TestProvisionReplicasOnOneServerNamesTheLimit(t *testing.T) {
 	}
 	if err := streams.ProvisionReplicas(ctx, js, 1); err != nil {
 		t.Fatalf("ProvisionReplicas(1) = %v", err)
+	}
+}
+
+// TestBucketStreamIsWhatNATSGoCreates provisions each bucket definition, and
+// variations of it that use every field BucketStream maps, once through
+// nats.go's CreateKeyValue and once as BucketStream's stream, on two servers,
+// and compares the stream configurations the servers hold. At one replica they
+// must be equal (direct gets on, as nats.go makes them); a bucket bound from
+// either works the same.
+func TestBucketStreamIsWhatNATSGoCreates(t *testing.T) {
+	_, viaKV := natstest.JetStream(t)
+	_, viaStream := natstest.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	set, err := streams.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := append([]jetstream.KeyValueConfig(nil), set.Buckets...)
+	cases = append(cases,
+		jetstream.KeyValueConfig{Bucket: "defaults"},
+		jetstream.KeyValueConfig{Bucket: "short_ttl", TTL: 30 * time.Second, History: 5, Storage: jetstream.MemoryStorage},
+		jetstream.KeyValueConfig{Bucket: "limits", MaxBytes: 1 << 20, MaxValueSize: 4096, Compression: true,
+			Description: "d", Metadata: map[string]string{"owner": "gerritflow"}},
+	)
+	for _, c := range cases {
+		if _, err := viaKV.CreateKeyValue(ctx, c); err != nil {
+			t.Fatalf("CreateKeyValue(%s) = %v", c.Bucket, err)
+		}
+		if _, err := viaStream.CreateStream(ctx, streams.BucketStream(c)); err != nil {
+			t.Fatalf("CreateStream(BucketStream(%s)) = %v", c.Bucket, err)
+		}
+		a, err := viaKV.Stream(ctx, "KV_"+c.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := viaStream.Stream(ctx, "KV_"+c.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(a.CachedInfo().Config, b.CachedInfo().Config); diff != "" {
+			t.Errorf("bucket %s: BucketStream differs from nats.go's KV stream (-nats.go +BucketStream):\n%s", c.Bucket, diff)
+		}
+		kv, err := viaStream.KeyValue(ctx, c.Bucket)
+		if err != nil {
+			t.Fatalf("KeyValue(%s) on BucketStream's stream = %v", c.Bucket, err)
+		}
+		if _, err := kv.Create(ctx, "k", []byte("v")); err != nil {
+			t.Fatalf("%s: Create = %v", c.Bucket, err)
+		}
+		if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v" {
+			t.Fatalf("%s: Get = %v, %v", c.Bucket, e, err)
+		}
+	}
+	if got := streams.BucketStream(jetstream.KeyValueConfig{Bucket: "x", Replicas: 3}); got.AllowDirect {
+		t.Errorf("BucketStream at three replicas allows direct gets; reads could come from a lagging follower")
 	}
 }
