@@ -21,6 +21,10 @@ const (
 	VotesPosted     = "ci.votes.posted"
 	VotesReplay     = "ci.votes.replay" // gfctl replay of ci.votes.posted: the voter posts again
 	DLQPrefix       = "gerritflow.dlq."
+	// MonitorPoke is core NATS, in no stream: a monitor replica that received
+	// a Jenkins notification for a build it does not follow passes the hint
+	// to the others. Losing one costs a poll interval, nothing more.
+	MonitorPoke = "gerritflow.monitor.poke"
 )
 
 // Event is the subject of a normalized Gerrit event of type typ.

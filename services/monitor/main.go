@@ -37,6 +37,9 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.SharePokes(s.JS.Conn()); err != nil {
+		return err
+	}
 	s.Ready()
 	return stage.RunAsync(ctx, s.JS, monitor.Spec.Tuned(cfg.Stages), m, s.Tel)
 }

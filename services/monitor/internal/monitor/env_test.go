@@ -137,6 +137,9 @@ func (e *env) replica(mod func(*config.Config)) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := m.SharePokes(js.Conn()); err != nil {
+		t.Fatal(err)
+	}
 	spec := monitor.Spec
 	spec.DrainTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())

@@ -82,8 +82,9 @@ type Monitor struct {
 	budget  *budget
 	workers int
 
-	mu  sync.Mutex
-	cur *run // the scheduler of the current stage run
+	mu    sync.Mutex
+	cur   *run       // the scheduler of the current stage run
+	peers *nats.Conn // where notifications for other replicas go (SharePokes)
 
 	inFlight    prometheus.Gauge
 	requests    *prometheus.CounterVec
@@ -124,7 +125,8 @@ func New(cfg *config.Config, jk Jenkins, builds jetstream.KeyValue, tel *telemet
 			"Builds this replica recorded completed, by result.", "result"),
 		detect: tel.Histogram("detect_delay_seconds",
 			"Time from a build's end (Jenkins timestamp + duration) to its ci.builds.completed being published.").WithLabelValues(),
-		notices: tel.Counter("notifications_total", "Jenkins notifications received, by outcome (polled, unknown, ignored, bad).", "outcome"),
+		notices: tel.Counter("notifications_total",
+			"Jenkins notifications, by outcome: polled, relayed (to the other replicas), polled_for_peer (relayed by another replica), unknown, ignored, bad.", "outcome"),
 	}
 	for _, o := range opts {
 		o(m)

@@ -314,8 +314,8 @@ func TestPushNotificationPollsAtOnce(t *testing.T) {
 	if code := post(note("STARTED", byID.BuildID, 0)); code != http.StatusNoContent {
 		t.Errorf("STARTED notification: %d; want 204 (ignored)", code)
 	}
-	if code := post(note("COMPLETED", "someone-else.unit", 99999)); code != http.StatusNoContent {
-		t.Errorf("notification of a build not followed here: %d; want 204", code)
+	if code := post(note("COMPLETED", "someone-else.unit", 99999)); code != http.StatusAccepted {
+		t.Errorf("notification of a build not followed here: %d; want 202 (relayed to the other replicas)", code)
 	}
 	if n := requests(); n != base {
 		t.Errorf("ignored notifications made %v Jenkins requests; want 0", n-base)
@@ -366,5 +366,54 @@ func TestJenkinsOutageIsRiddenOut(t *testing.T) {
 	}
 	if n := natstest.Count(t, e.js, subject.DLQ("monitor")); n != 0 {
 		t.Errorf("%d messages dead-lettered; want 0", n)
+	}
+}
+
+// TestNotificationReachesTheReplicaThatFollows posts Jenkins notifications to
+// a replica that follows none of the builds (as a load balancer in front of
+// the replicas may): it relays them over NATS, and the replica that follows
+// them polls at once, an hour before its next poll was due.
+func TestNotificationReachesTheReplicaThatFollows(t *testing.T) {
+	e := newEnv(t, jenkinssim.Options{})
+	hour := config.Duration(time.Hour)
+	slow := func(c *config.Config) { c.Monitor.PollInterval, c.Monitor.MaxPollInterval = hour, hour }
+	follower := e.replica(slow)
+	const n = 4
+	var trs []build.Triggered
+	for i := 0; i < n; i++ {
+		trs = append(trs, e.trigger(jenkinssim.Outcome{QueueDelay: 20 * time.Millisecond, Duration: 50 * time.Millisecond}))
+	}
+	eventually(t, "the follower follows every build", func() bool { return follower.metric("builds_in_flight") == n })
+	eventually(t, "the builds finished in Jenkins", func() bool {
+		bs := e.sim.Builds(jenkinsJob)
+		return len(bs) == n && bs[n-1].Result == "SUCCESS"
+	})
+	receiver := e.replica(slow) // every message is taken: it follows nothing
+	for _, tr := range trs {
+		body := fmt.Sprintf(`{"name":"unit-tests","build":{"number":1,"queue_id":%d,"phase":"COMPLETED","parameters":{%q:%q}}}`,
+			tr.QueueID, jenkins.BuildIDParam, tr.BuildID)
+		resp, err := http.Post("http://"+receiver.tel.Addr()+"/jenkins/notify", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Errorf("notification for %s: %d; want 202", tr.BuildID, resp.StatusCode)
+		}
+	}
+	got := e.completed(n, 10*time.Second)
+	for _, tr := range trs {
+		if got[tr.BuildID].Result != build.ResultSuccess {
+			t.Errorf("build %s: result %q; want SUCCESS", tr.BuildID, got[tr.BuildID].Result)
+		}
+	}
+	if v := receiver.metric("notifications_total", "outcome", "relayed"); v != n {
+		t.Errorf("receiver relayed %v notifications; want %d", v, n)
+	}
+	if v := follower.metric("notifications_total", "outcome", "polled_for_peer"); v != n {
+		t.Errorf("follower polled %v builds on a relayed notification; want %d", v, n)
+	}
+	if v := receiver.metric("jenkins_requests_total"); v != 0 {
+		t.Errorf("the receiver made %v Jenkins requests; want 0", v)
 	}
 }

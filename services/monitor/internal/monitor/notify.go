@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
+	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
 )
 
@@ -37,12 +40,61 @@ func (n Notification) BuildID() string {
 	}
 }
 
+// poke is what one replica passes to the others on subject.MonitorPoke.
+type poke struct {
+	BuildID string `json:"build_id,omitempty"`
+	QueueID int64  `json:"queue_id,omitempty"`
+}
+
+// SharePokes lets the replicas behind one notification URL share what
+// Jenkins pushes: a notification for a build this replica does not follow is
+// published on subject.MonitorPoke (core NATS), and a poke from another
+// replica for a build this one follows polls it at once. Without it, such a
+// build's end is found by the next poll. The subscription ends with nc.
+func (m *Monitor) SharePokes(nc *nats.Conn) error {
+	_, err := nc.Subscribe(subject.MonitorPoke, func(msg *nats.Msg) {
+		var p poke
+		if err := json.Unmarshal(msg.Data, &p); err != nil {
+			m.log.Warn("poke from another replica: bad body", "error", err)
+			return
+		}
+		if m.poke(p.BuildID, p.QueueID) {
+			m.notices.WithLabelValues("polled_for_peer").Inc()
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", subject.MonitorPoke, err)
+	}
+	m.mu.Lock()
+	m.peers = nc
+	m.mu.Unlock()
+	return nil
+}
+
+// relay passes a notification to the other replicas; false when SharePokes
+// was not called or the publish failed.
+func (m *Monitor) relay(buildID string, queueID int64) bool {
+	m.mu.Lock()
+	nc := m.peers
+	m.mu.Unlock()
+	if nc == nil || (buildID == "" && queueID == 0) {
+		return false
+	}
+	data, _ := json.Marshal(poke{BuildID: buildID, QueueID: queueID})
+	if err := nc.Publish(subject.MonitorPoke, data); err != nil {
+		m.log.Warn("notification not relayed to the other replicas", "build_id", buildID, "error", err)
+		return false
+	}
+	return true
+}
+
 // maxNotification bounds a notification's body (the plugin may attach a log).
 const maxNotification = 1 << 20
 
 // ServeNotify handles POST /jenkins/notify. A COMPLETED or FINALIZED
 // notification for a build this replica follows (matched by its
-// GERRITFLOW_BUILD_ID parameter, else by queue id) polls that build now;
+// GERRITFLOW_BUILD_ID parameter, else by queue id) polls that build now; one
+// for a build it does not follow goes to the other replicas (SharePokes);
 // everything else is acknowledged and ignored. The body is a hint only: the
 // result is always read from Jenkins, so a forged notification costs one
 // poll within the request budget.
@@ -62,8 +114,12 @@ func (m *Monitor) ServeNotify(w http.ResponseWriter, r *http.Request) {
 	}
 	id := n.BuildID()
 	if !m.poke(id, n.Build.QueueID) {
-		// Another replica may follow it (the plugin reaches one replica);
-		// polling finds the end there.
+		// The plugin reaches one replica; another one may follow the build.
+		if m.relay(id, n.Build.QueueID) {
+			m.notices.WithLabelValues("relayed").Inc()
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
 		m.notices.WithLabelValues("unknown").Inc()
 		w.WriteHeader(http.StatusNoContent)
 		return
