@@ -42,6 +42,10 @@ const (
 	SetSuperseded = "superseded" // a newer patch set arrived
 	SetAbandoned  = "abandoned"
 	SetVoted      = "voted"
+	// SetClosed: the change merged before every job of the set started (a
+	// delivery failed half-way and its redelivery found the change closed).
+	// No vote is owed; the builds that did start are cancelled.
+	SetClosed = "closed"
 )
 
 // Job is one job of a build set.

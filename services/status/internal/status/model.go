@@ -259,7 +259,7 @@ func (r *setRec) finished() (bool, time.Time) {
 		return false, time.Time{}
 	}
 	switch r.set.State {
-	case build.SetSuperseded, build.SetAbandoned, build.SetVoted:
+	case build.SetSuperseded, build.SetAbandoned, build.SetVoted, build.SetClosed:
 		return true, r.setAt
 	}
 	done, at := false, time.Time{}

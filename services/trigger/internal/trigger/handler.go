@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -129,11 +130,15 @@ func (h *Handler) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) 
 		if asksForCheck(ev) {
 			if chg.Status != build.ChangeNew {
 				h.decide(ctx, log, "skip", "change "+chg.Status)
-				return outs, nil
+				state := build.SetClosed
+				if chg.Status == build.ChangeAbandoned {
+					state = build.SetAbandoned
+				}
+				return h.retireHalfStarted(ctx, log, m, ev, outs, state, "change "+strings.ToLower(chg.Status))
 			}
 			if Supersedes(chg.Latest, ev.PatchSetNumber()) {
 				h.decide(ctx, log, "skip", fmt.Sprintf("patch set %d is outdated (latest %d)", ev.PatchSetNumber(), chg.Latest))
-				return outs, nil
+				return h.retireHalfStarted(ctx, log, m, ev, outs, build.SetSuperseded, "superseded by patch set "+strconv.Itoa(chg.Latest))
 			}
 		}
 	}
@@ -209,6 +214,63 @@ func (h *Handler) Handle(ctx context.Context, m stage.Msg) ([]stage.Out, error) 
 		}
 	}
 	return outs, nil
+}
+
+// retireHalfStarted handles the redelivery of an event that is skipped now
+// (its change closed, or a newer patch set came) although an earlier delivery
+// created its build set and failed part-way: the jobs it did not start will
+// never start, so the set could never be voted and would stay running. Such a
+// set is retired to state and every build it did start is cancelled (nobody
+// follows a build whose ci.builds.triggered was never published). A set whose
+// every job got past Jenkins is left alone: its builds finish and are voted
+// on as usual. First deliveries cost nothing here.
+func (h *Handler) retireHalfStarted(ctx context.Context, log *slog.Logger, m stage.Msg, ev *event.Event, outs []stage.Out, state, reason string) ([]stage.Out, error) {
+	if m.Delivered <= 1 {
+		return outs, nil
+	}
+	id := build.SetID(ev.ChangeNumber(), ev.PatchSetNumber(), ev.ID(), m.Header.Get(bus.Replay))
+	e, err := h.sets.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return outs, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get buildset %s: %w", id, err)
+	}
+	var set build.Set
+	if err := build.Decode(e.Value(), &set); err != nil {
+		return nil, stage.Permanent(err)
+	}
+	if set.State != build.SetRunning {
+		return outs, nil
+	}
+	half := false
+	for _, j := range set.Jobs {
+		be, err := h.builds.Get(ctx, subject.BuildKey(set.ID, j.Name))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			half = true
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get build %s: %w", subject.BuildKey(set.ID, j.Name), err)
+		}
+		var b build.Build
+		if err := build.Decode(be.Value(), &b); err != nil {
+			return nil, stage.Permanent(err)
+		}
+		if b.State == build.StateTriggering {
+			half = true
+			break
+		}
+	}
+	if !half {
+		return outs, nil
+	}
+	more, err := h.retire(ctx, set.ID, state, reason+" before every job started", nil)
+	if err != nil {
+		return nil, err
+	}
+	h.decide(ctx, log.With(telemetry.KeyBuildSet, set.ID), "cancel", "half-started build set "+state)
+	return append(outs, more...), nil
 }
 
 func (h *Handler) setState(ctx context.Context, id string) (string, error) {

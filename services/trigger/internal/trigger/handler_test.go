@@ -18,6 +18,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/build"
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
+	"github.com/gerritflow/gerritflow/pkg/event"
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
@@ -498,4 +499,92 @@ func openBuckets(ctx context.Context, js jetstream.JetStream) (Buckets, error) {
 		}
 	}
 	return b, nil
+}
+
+// TestHalfStartedSetIsRetiredWhenItsChangeClosed: a delivery starts the unit
+// build, then fails before lint starts; the change merges; the redelivery is
+// skipped (change MERGED) and must not leave the build set running forever:
+// it is closed and the started build cancelled. A set whose every job started
+// is left running, as before, so its builds are voted on.
+func TestHalfStartedSetIsRetiredWhenItsChangeClosed(t *testing.T) {
+	e := newEnv(t)
+	redeliver := func(data []byte) []stage.Out {
+		t.Helper()
+		outs, err := e.h.Handle(context.Background(), stage.Msg{Data: data, Header: nats.Header{}, Delivered: 2, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatalf("redelivery: %v", err)
+		}
+		return outs
+	}
+	state := func(change, ps int, ev []byte) build.Set {
+		t.Helper()
+		parsed, err := event.Parse(ev, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.b.BuildSets.Get(context.Background(), build.SetID(change, ps, parsed.ID(), ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s build.Set
+		if err := build.Decode(got.Value(), &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	half, _, ev := e.upload(gerritsim.Upload{Branch: "main"})
+	e.h.afterBuild = func(job string) error {
+		if job == "unit" {
+			return errors.New("injected crash after buildWithParameters")
+		}
+		return nil
+	}
+	if _, err := e.try(ev, nil); err == nil {
+		t.Fatal("first delivery succeeded; the injected crash did not happen")
+	}
+	e.h.afterBuild = nil
+	merged, err := e.gerrit.Merge(half, gerritsim.Account{Name: "Ann", Username: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handle(merged, nil)
+	outs := redeliver(ev)
+	if n := len(bySubject(outs, subject.BuildsTriggered)); n != 0 {
+		t.Errorf("redelivery after the merge triggered %d builds; want 0", n)
+	}
+	cancels := bySubject(outs, subject.BuildsCancel)
+	if len(cancels) != 1 {
+		t.Fatalf("redelivery after the merge: %v; want one cancel (the unit build that started)", ids(outs))
+	}
+	var c build.Cancel
+	if err := build.Decode(cancels[0].Data, &c); err != nil || c.Job != "unit" || c.Reason != "change merged before every job started" {
+		t.Errorf("cancel = %+v, %v", c, err)
+	}
+	if s := state(half, 1, ev); s.State != build.SetClosed {
+		t.Errorf("half-started set of the merged change: state %q; want %q", s.State, build.SetClosed)
+	}
+	if n := e.jk.BuildRequests("lint"); n != 0 {
+		t.Errorf("lint started %d times; want 0 (its change merged first)", n)
+	}
+
+	// Every job started, then the ack was lost: the redelivery after the
+	// merge leaves the set running.
+	whole, _, ev2 := e.upload(gerritsim.Upload{Branch: "main"})
+	e.handle(ev2, nil)
+	merged2, err := e.gerrit.Merge(whole, gerritsim.Account{Name: "Ann", Username: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.handle(merged2, nil)
+	// (The merge's cancel of the cancel_on_merge lint build is repeated, the
+	// same message deduplicated by its Msg-Id; unit is not cancelled.)
+	for _, o := range redeliver(ev2) {
+		if o.Subject != subject.BuildsCancel || !strings.HasSuffix(o.MsgID, ".lint.cancel") {
+			t.Errorf("redelivery of a fully started set after the merge published %s %s; want only lint's cancel again", o.Subject, o.MsgID)
+		}
+	}
+	if s := state(whole, 1, ev2); s.State != build.SetRunning {
+		t.Errorf("fully started set of a merged change: state %q; want running (its builds are voted on)", s.State)
+	}
 }

@@ -176,7 +176,7 @@ func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build
 	if c != nil {
 		job = c.Job
 	}
-	if set.State == build.SetSuperseded || set.State == build.SetAbandoned {
+	if set.State == build.SetSuperseded || set.State == build.SetAbandoned || set.State == build.SetClosed {
 		v.votesTotal.WithLabelValues(set.State).Inc()
 		log.InfoContext(ctx, "no vote", telemetry.KeyDecision, "skip", telemetry.KeyReason, "build set "+set.State, telemetry.KeyJob, job)
 		return nil, nil
