@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -152,22 +154,75 @@ func ProvisionReplicas(ctx context.Context, js jetstream.JetStream, replicas int
 		}
 	}
 	for _, c := range s.Streams {
-		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+		if err := attempt(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, c)
+			return err
+		}); err != nil {
 			return fmt.Errorf("provision stream %s: %w", c.Name, err)
 		}
 	}
 	for _, c := range s.Consumers {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
+		if err := attempt(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config)
+			return err
+		}); err != nil {
 			return fmt.Errorf("provision consumer %s on %s: %w", c.Config.Durable, c.Stream, err)
 		}
 	}
 	for _, c := range s.Buckets {
 		// Not js.CreateOrUpdateKeyValue: it always turns direct gets on.
-		if _, err := js.CreateOrUpdateStream(ctx, BucketStream(c)); err != nil {
+		if err := attempt(ctx, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, BucketStream(c))
+			return err
+		}); err != nil {
 			return fmt.Errorf("provision kv %s: %w", c.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// AttemptTimeout bounds one JetStream API request of Provision.
+var AttemptTimeout = 10 * time.Second
+
+// attempt runs one idempotent JetStream API request (create or update) with
+// its own AttemptTimeout, again with backoff while the answer says "try
+// later", until ctx ends. In a cluster a request can go unanswered or be
+// refused with 503 while a new stream elects its leader, or while the meta
+// leader moves (seen on a loaded 2-core machine: a consumer creation right
+// after its R3 stream's creation got no answer at all). Every other error is
+// final at once: a stream with more replicas than servers does not become
+// possible by waiting.
+func attempt(ctx context.Context, request func(context.Context) error) error {
+	var last error
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		defer cancel()
+		err := request(actx)
+		if err == nil {
+			return struct{}{}, nil
+		}
+		last = err
+		if ctx.Err() == nil && retryable(err) {
+			return struct{}{}, err
+		}
+		return struct{}{}, backoff.Permanent(err)
+	}, backoff.WithBackOff(&backoff.ExponentialBackOff{
+		InitialInterval: 250 * time.Millisecond, RandomizationFactor: 0.5, Multiplier: 2, MaxInterval: 5 * time.Second,
+	}), backoff.WithMaxElapsedTime(0))
+	if err != nil && last != nil && !errors.Is(err, last) {
+		// ctx ended between attempts: say what the last attempt met.
+		return fmt.Errorf("%w (last attempt: %v)", err, last)
+	}
+	return err
+}
+
+// retryable reports whether a JetStream API error is one that waiting can cure.
+func retryable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return true
+	}
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.Code == 503 && api.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled
 }
 
 // BucketStream is the stream that holds bucket c: the configuration nats.go's

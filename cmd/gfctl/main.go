@@ -135,12 +135,13 @@ func (s *session) kv(ctx context.Context, bucket string) (jetstream.KeyValue, er
 
 func (a *app) provisionCmd() *cobra.Command {
 	var replicas int
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "provision",
 		Short: "Create or update every stream, durable consumer and KV bucket (idempotent; needs admin rights)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			s, err := a.connect(ctx)
 			if err != nil {
@@ -167,6 +168,7 @@ func (a *app) provisionCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&replicas, "replicas", 0, "copies of every stream and bucket (3 in a cluster; 0: as defined in streams/, 1)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Minute, "give up after this long (each request is retried while the cluster answers \"try later\")")
 	return cmd
 }
 
