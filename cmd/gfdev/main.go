@@ -9,6 +9,10 @@
 // done twice (`make chaos`); `gfdev soak` runs a steady load and prints every
 // service process's memory and goroutines (`make soak`). See
 // docs/reliability.md.
+//
+// `gfdev sim --config FILE` runs only the Jenkins and Gerrit simulators, set
+// up from a gerritflow config, with Gerrit's events written into Kinesis:
+// the `sims` profile of docker-compose.yml (docs/deploy.md).
 package main
 
 import (
@@ -25,7 +29,9 @@ import (
 	"time"
 
 	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/chaos"
+	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/sim"
 	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/stack"
+	"github.com/gerritflow/gerritflow/pkg/config"
 )
 
 func main() {
@@ -50,6 +56,8 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 			return runChaos(ctx, args[1:], out)
 		case "soak":
 			return runSoak(ctx, args[1:], out)
+		case "sim":
+			return runSim(ctx, args[1:], out, os.Getenv)
 		}
 	}
 	fs := flag.NewFlagSet("gfdev", flag.ContinueOnError)
@@ -171,6 +179,39 @@ func runSoak(ctx context.Context, args []string, out io.Writer) error {
 		return errBreaches
 	}
 	return nil
+}
+
+// runSim is `gfdev sim`: the simulators as a program of their own.
+func runSim(ctx context.Context, args []string, out io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("gfdev sim", flag.ContinueOnError)
+	path := fs.String("config", getenv("GERRITFLOW_CONFIG"), "the gerritflow config (jenkins, gerrit, kinesis and jobs sections)")
+	jenkinsListen := fs.String("jenkins-listen", "", "Jenkins address (default: host and port of jenkins.url)")
+	gerritListen := fs.String("gerrit-listen", "", "Gerrit address (default: host and port of gerrit.url)")
+	notify := fs.String("notify", "", "URL for the Jenkins Notification plugin's pushes (the monitor's /jenkins/notify); empty: none")
+	duration := fs.Duration("build-duration", 5*time.Second, "how long each build runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("gfdev sim: unexpected argument %q", fs.Arg(0))
+	}
+	if *path == "" {
+		return errors.New("gfdev sim: pass --config PATH or set GERRITFLOW_CONFIG")
+	}
+	cfg, err := config.LoadFile(*path)
+	if err != nil {
+		return err
+	}
+	sims, err := sim.Start(ctx, sim.Options{Config: cfg, Getenv: getenv, JenkinsListen: *jenkinsListen, GerritListen: *gerritListen,
+		NotifyURL: *notify, BuildDuration: *duration, Log: out})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "gfdev sim: Jenkins %s, Gerrit %s; Gerrit's events go to Kinesis stream %s\n", sims.JenkinsURL(), sims.GerritURL(), cfg.Kinesis.Stream)
+	fmt.Fprintf(out, "gfdev sim: create a change with\n  curl -X POST %s/sim/changes -d '{\"project\": \"platform/core\", \"subject\": \"[fail] Try me\"}'\n", sims.GerritURL())
+	<-ctx.Done()
+	fmt.Fprintf(out, "gfdev sim: stopping (%d events written to Kinesis, %d given up)\n", sims.Sink.Puts(), sims.Sink.Failures())
+	return sims.Close()
 }
 
 // parseReplicas reads "2" (every service) or "bridge=2,parser=3".

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 
+	"github.com/gerritflow/gerritflow/pkg/kinesislocal"
 	"github.com/gerritflow/gerritflow/pkg/service"
 	"github.com/gerritflow/gerritflow/services/bridge/internal/bridge"
 )
@@ -18,7 +19,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	defer s.Close(ctx)
-	kc, err := bridge.NewKinesisClient(ctx, s.Config.Kinesis, getenv)
+	kc, err := kinesislocal.ClientFor(ctx, s.Config.Kinesis, getenv)
 	if err != nil {
 		return err
 	}

@@ -6,34 +6,18 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/sim"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
 )
 
-// ScriptJenkins makes the simulated jobs' results follow the change subject:
-// "[fail]" fails, "[flaky]" fails the first time and passes on recheck.
+// ScriptJenkins makes the simulated jobs' results follow the change subject
+// (sim.ScriptBySubject): "[fail]" fails, "[flaky]" fails the first time and
+// passes on recheck. lint always passes, in half the time.
 func (s *Stack) ScriptJenkins(duration time.Duration) {
-	var mu sync.Mutex
-	seen := map[string]int{}
-	s.Jenkins.Script("folder/unit-tests", func(p map[string]string) jenkinssim.Outcome {
-		o := jenkinssim.Outcome{Result: "SUCCESS", Duration: duration, QueueDelay: 200 * time.Millisecond, EstimatedDuration: duration}
-		subject := p["GERRIT_CHANGE_SUBJECT"]
-		switch {
-		case strings.Contains(subject, "[fail]"):
-			o.Result = "FAILURE"
-		case strings.Contains(subject, "[flaky]"):
-			mu.Lock()
-			seen[p["GERRIT_CHANGE_NUMBER"]]++
-			if seen[p["GERRIT_CHANGE_NUMBER"]] == 1 {
-				o.Result = "FAILURE"
-			}
-			mu.Unlock()
-		}
-		return o
-	})
+	sim.ScriptBySubject(s.Jenkins, "folder/unit-tests", duration)
 	s.Jenkins.Script("lint", func(map[string]string) jenkinssim.Outcome {
 		return jenkinssim.Outcome{Result: "SUCCESS", Duration: duration / 2, QueueDelay: 100 * time.Millisecond}
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/sim"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
 	"github.com/gerritflow/gerritflow/pkg/kinesislocal"
@@ -102,11 +103,6 @@ const DevJobs = `jobs:
     voting: false
 `
 
-// JobParams are the parameters the simulated jobs declare.
-var JobParams = []string{"GERRITFLOW_BUILD_ID", "GERRIT_PROJECT", "GERRIT_BRANCH", "GERRIT_CHANGE_NUMBER", "GERRIT_CHANGE_ID",
-	"GERRIT_PATCHSET_NUMBER", "GERRIT_PATCHSET_REVISION", "GERRIT_REFSPEC", "GERRIT_EVENT_TYPE", "GERRIT_CHANGE_SUBJECT",
-	"GERRIT_CHANGE_URL", "GERRIT_CHANGE_OWNER_NAME", "GERRIT_CHANGE_OWNER_EMAIL", "GERRIT_EVENT_ACCOUNT_NAME", "GERRIT_TOPIC"}
-
 // Stack is a running pipeline.
 type Stack struct {
 	opts    Options
@@ -122,7 +118,7 @@ type Stack struct {
 	mu    sync.Mutex
 	procs map[string][]*Proc
 
-	sink sinkStats // what the events-aws-kinesis stand-in could not deliver
+	sink *sim.Sink // the events-aws-kinesis stand-in
 }
 
 // Proc is one service process.
@@ -192,13 +188,14 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if s.Jenkins, err = jenkinssim.Listen("127.0.0.1:0", jo); err != nil {
 		return nil, err
 	}
-	s.Jenkins.AddJob("folder/unit-tests", JobParams...)
-	s.Jenkins.AddJob("lint", JobParams...)
+	s.Jenkins.AddJob("folder/unit-tests", sim.JobParams...)
+	s.Jenkins.AddJob("lint", sim.JobParams...)
 	if s.Gerrit, err = gerritsim.Listen("127.0.0.1:0", gerritsim.Options{User: "ci", Password: GerritPassword}); err != nil {
 		return nil, err
 	}
 	// Gerrit's events-aws-kinesis plugin: every event becomes one Kinesis record.
-	s.Gerrit.OnEvent(s.kinesisSink(context.WithoutCancel(ctx)))
+	s.sink = sim.NewSink(s.Kinesis.Client(), KinesisStream, s.logf)
+	s.Gerrit.OnEvent(s.sink.OnEvent(context.WithoutCancel(ctx)))
 	if err := s.writeConfig(); err != nil {
 		return nil, err
 	}
