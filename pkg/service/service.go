@@ -82,9 +82,16 @@ func (s *Service) Close(ctx context.Context) {
 // environment until SIGINT or SIGTERM (run then drains), and exits non-zero
 // naming the service when run fails. Keeping main to this call keeps run
 // testable: tests call it with their own context, args and getenv.
+//
+// `<service> healthcheck ...` runs Healthcheck instead.
 func Main(name string, run func(ctx context.Context, args []string, getenv func(string) string) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		err = Healthcheck(ctx, name, os.Args[2:], os.Getenv)
+	} else {
+		err = run(ctx, os.Args[1:], os.Getenv)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
