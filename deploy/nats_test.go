@@ -416,10 +416,36 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			return err
 		}
 	}
+	subscribe := func(subj string) op {
+		return func(ctx context.Context, c *natsauth.Client) error {
+			if _, err := c.NC.SubscribeSync(subj); err != nil {
+				return err
+			}
+			return c.NC.FlushWithContext(ctx)
+		}
+	}
 	createStream := func(ctx context.Context, c *natsauth.Client) error {
 		_, err := c.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "ROGUE", Subjects: []string{"rogue.>"}})
 		return err
 	}
+	// A service connecting with nats.go's default inbox prefix (_INBOX), not
+	// its own, gets no JetStream reply at all: the server refuses the
+	// subscription its request needs.
+	t.Run("the default inbox is refused", func(t *testing.T) {
+		c, err := natsauth.ConnectInbox(natsauth.UserURL(ns.ClientURL(), "parser", pw["parser"]), "parser", "_INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// nats.go's reply subscription: _INBOX.<random>.*
+		opErr, v := c.Denied(`Permissions Violation for Subscription to "_INBOX.`, func(ctx context.Context) error {
+			_, err := c.JS.Stream(ctx, streams.GerritRaw)
+			return err
+		})
+		if v == "" || opErr == nil {
+			t.Errorf("stream info with the default inbox = %v, violation %q; want it refused", opErr, v)
+		}
+	})
 	t.Run("refusals", func(t *testing.T) {
 		for _, tc := range []struct {
 			user, what, want string
@@ -468,6 +494,9 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			{"status-reader", "write a vote", natsauth.Publish("$KV.votes.x"), publish("$KV.votes.x")},
 			{"status-reader", "delete a durable consumer", natsauth.Publish("$JS.API.CONSUMER.DELETE.GERRIT_RAW.parser"),
 				request("$JS.API.CONSUMER.DELETE.GERRIT_RAW.parser", "")},
+			{"parser", "read the voter's replies", natsauth.Subscribe("_INBOX_voter.>"), subscribe("_INBOX_voter.>")},
+			{"voter", "read every reply", natsauth.Subscribe("_INBOX.>"), subscribe("_INBOX.>")},
+			{"status-reader", "read the trigger's replies", natsauth.Subscribe("_INBOX_trigger.*"), subscribe("_INBOX_trigger.*")},
 		} {
 			t.Run(tc.user+" may not "+tc.what, func(t *testing.T) {
 				t.Parallel()

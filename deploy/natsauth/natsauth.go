@@ -93,10 +93,20 @@ type Client struct {
 	violations []string
 }
 
-// Connect connects to url (with the user's credentials in it) as user.
+// Connect connects to url (with the user's credentials in it) as user, with
+// the user's own inbox prefix (Inbox), as pkg/bus.Connect does.
 func Connect(url, user string) (*Client, error) {
+	return ConnectInbox(url, user, Inbox(user))
+}
+
+// Inbox is the inbox prefix pkg/bus.Connect uses for user, the one
+// permissions.conf lets user subscribe to.
+func Inbox(user string) string { return "_INBOX_" + user }
+
+// ConnectInbox is Connect with another inbox prefix (to show a refusal).
+func ConnectInbox(url, user, inbox string) (*Client, error) {
 	c := &Client{User: user}
-	nc, err := nats.Connect(url, nats.Name("natsauth-"+user), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(url, nats.Name("natsauth-"+user), nats.MaxReconnects(-1), nats.CustomInboxPrefix(inbox),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(err.Error(), "Permissions Violation") {
 				c.mu.Lock()

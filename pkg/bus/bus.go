@@ -102,7 +102,9 @@ func SetChange(h nats.Header, project string, change, patchset int) {
 
 // Connect dials NATS as client name and returns a JetStream handle, logged in
 // with the .creds file or the user and password c names (the password read
-// from its environment variable or file). Reconnects are unlimited: a broker
+// from its environment variable or file). Replies come to the user's own
+// inbox prefix (config.NATS.Inbox: _INBOX_<user>), which is all the server
+// lets a gerritflow user subscribe to. Reconnects are unlimited: a broker
 // restart must not end a service.
 func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStream, error) {
 	opts := []nats.Option{
@@ -120,6 +122,13 @@ func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStre
 	}
 	if user != "" {
 		opts = append(opts, nats.UserInfo(user, password.Reveal()))
+	}
+	inbox, err := c.Inbox(user)
+	if err != nil {
+		return nil, err
+	}
+	if inbox != config.DefaultInbox {
+		opts = append(opts, nats.CustomInboxPrefix(inbox))
 	}
 	if c.CAFile != "" {
 		opts = append(opts, nats.RootCAs(c.CAFile))

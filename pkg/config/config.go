@@ -13,8 +13,10 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -41,6 +43,15 @@ type Config struct {
 // configuration file can be shared by every service while each one logs in
 // as itself: user_env, password_env and password_file name what differs per
 // process (docs/deploy.md).
+//
+// InboxPrefix is the subject prefix of the connection's reply inboxes (API
+// replies, PubAcks, pull and watch deliveries), so that the server lets each
+// user subscribe to its own replies only. Empty means: _INBOX_<user> when the
+// connection logs in as a user (nats.user, nats.user_env, or a user and
+// password in nats.url), and nats.go's default _INBOX otherwise (a .creds
+// file, a client certificate, a token, no authentication). A user name that
+// is not one subject token (it holds ".", "*", ">" or a space) needs an
+// explicit inbox_prefix.
 type NATS struct {
 	URL   string `yaml:"url"`
 	Creds string `yaml:"creds"` // path to a .creds file
@@ -54,6 +65,8 @@ type NATS struct {
 	CAFile   string `yaml:"ca_file"`
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// InboxPrefix: see above; a subject of literal tokens ("_INBOX_parser").
+	InboxPrefix string `yaml:"inbox_prefix"`
 }
 
 // Kinesis is where Gerrit's events arrive.
@@ -382,6 +395,12 @@ func (c *Config) Validate() error {
 		checkURL("nats.url", strings.TrimSpace(u), "nats", "tls", "ws", "wss")
 	}
 	c.NATS.validate(bad)
+	if c.NATS.InboxPrefix == "" && c.NATS.UserEnv == "" {
+		// The user is known now (nats.user or nats.url): so is the prefix.
+		if _, err := c.NATS.Inbox(c.NATS.User); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, s := range []struct{ env, file, envKey, fileKey string }{
 		{c.Jenkins.TokenEnv, c.Jenkins.TokenFile, "jenkins.token_env", "jenkins.token_file"},
 		{c.Gerrit.PasswordEnv, c.Gerrit.PasswordFile, "gerrit.password_env", "gerrit.password_file"},
@@ -603,6 +622,78 @@ func (n NATS) validate(bad func(key, format string, args ...any)) {
 	if user && strings.Contains(n.URL, "@") {
 		bad("nats.url", "holds credentials; with nats.user keep them out of the URL")
 	}
+	if n.InboxPrefix != "" && !literalSubject(n.InboxPrefix) {
+		bad("nats.inbox_prefix", "%q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)
+	}
+}
+
+// DefaultInbox is nats.go's inbox prefix, used when no user logs in.
+const DefaultInbox = "_INBOX"
+
+// Inbox returns the inbox prefix of the connection (see NATS): nats.inbox_prefix,
+// or _INBOX_<user>, or DefaultInbox. user is the user UserPassword resolved;
+// when it is empty the user in nats.url is taken, if any.
+func (n NATS) Inbox(user string) (string, error) {
+	if n.InboxPrefix != "" {
+		if !literalSubject(n.InboxPrefix) {
+			return "", fmt.Errorf("nats.inbox_prefix: %q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)
+		}
+		return n.InboxPrefix, nil
+	}
+	if user == "" {
+		var err error
+		if user, err = n.urlUser(); err != nil {
+			return "", err
+		}
+	}
+	if user == "" {
+		return DefaultInbox, nil
+	}
+	if !literalSubject(user) || strings.Contains(user, ".") {
+		return "", fmt.Errorf("nats.inbox_prefix: user %q cannot be an inbox token; set nats.inbox_prefix", user)
+	}
+	return DefaultInbox + "_" + user, nil
+}
+
+// urlUser returns the user that nats.url logs in as ("" for none, or a token
+// without a password). Every URL of the list must agree: nats.go sends the
+// credentials of the server it reaches. URLs that do not parse are left to
+// Validate.
+func (n NATS) urlUser() (string, error) {
+	var users []string
+	for _, raw := range strings.Split(n.URL, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if _, ok := u.User.Password(); !ok {
+			continue // a token: no user name
+		}
+		if name := u.User.Username(); name != "" && !slices.Contains(users, name) {
+			users = append(users, name)
+		}
+	}
+	switch len(users) {
+	case 0:
+		return "", nil
+	case 1:
+		return users[0], nil
+	}
+	return "", fmt.Errorf("nats.inbox_prefix: nats.url logs in as several users (%s); set nats.inbox_prefix", strings.Join(users, ", "))
+}
+
+// literalSubject reports whether s is a NATS subject of literal tokens: no
+// wildcard, no white space, no empty token.
+func literalSubject(s string) bool {
+	if s == "" || strings.ContainsAny(s, "*>") || strings.ContainsFunc(s, unicode.IsSpace) {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return false
+		}
+	}
+	return true
 }
 
 // UserPassword returns the NATS user and password the configuration names,

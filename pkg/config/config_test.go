@@ -70,6 +70,13 @@ func TestBadConfig(t *testing.T) {
 		{"nats password twice", "creds: \"\"", "user: parser, password_env: NP, password_file: /run/p", "nats.password_file: set nats.password_env or"},
 		{"nats creds and user", "creds: \"\"", "creds: /run/x.creds, user: parser, password_env: NP", "nats.creds: a .creds file and a user/password"},
 		{"nats user and url credentials", "url: nats://127.0.0.1:4222, creds: \"\"", "url: \"nats://a:b@127.0.0.1:4222\", user: parser, password_env: NP", "nats.url: holds credentials"},
+		{"nats inbox prefix wildcard", "creds: \"\"", "inbox_prefix: \"_INBOX_parser.>\"", "nats.inbox_prefix: \"_INBOX_parser.>\" is not a subject"},
+		{"nats inbox prefix trailing dot", "creds: \"\"", "inbox_prefix: \"_INBOX_parser.\"", "nats.inbox_prefix"},
+		{"nats inbox prefix space", "creds: \"\"", "inbox_prefix: \"_INBOX parser\"", "nats.inbox_prefix"},
+		{"nats inbox prefix empty token", "creds: \"\"", "inbox_prefix: \"_INBOX..parser\"", "nats.inbox_prefix"},
+		{"nats user not a token", "creds: \"\"", "user: ci.bot, password_env: NP", "nats.inbox_prefix: user \"ci.bot\" cannot be an inbox token; set nats.inbox_prefix"},
+		{"nats url user not a token", "url: nats://127.0.0.1:4222, creds: \"\"", "url: \"nats://ci*bot:pw@127.0.0.1:4222\"", "nats.inbox_prefix: user \"ci*bot\" cannot be an inbox token"},
+		{"nats urls of two users", "url: nats://127.0.0.1:4222, creds: \"\"", "url: \"nats://a:pw@127.0.0.1:4222,nats://b:pw@127.0.0.2:4222\"", "nats.inbox_prefix: nats.url logs in as several users (a, b)"},
 		{"jenkins token twice", "token_env: JENKINS_TOKEN", "token_env: JENKINS_TOKEN, token_file: /run/t", "jenkins.token_file: set jenkins.token_env or jenkins.token_file"},
 	}
 	for _, tt := range tests {
@@ -245,5 +252,65 @@ func TestBadStatusSection(t *testing.T) {
 				t.Errorf("Parse(%q) = %v; want an error naming %q", tt.doc, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestNATSInbox checks the inbox prefix rule: nats.inbox_prefix when set,
+// else _INBOX_<user> for a user from nats.user, nats.user_env or nats.url,
+// else nats.go's _INBOX.
+func TestNATSInbox(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		n    NATS
+		user string // as UserPassword resolved it
+		want string
+	}{
+		{"no auth", NATS{URL: "nats://127.0.0.1:4222"}, "", "_INBOX"},
+		{"creds file", NATS{URL: "nats://127.0.0.1:4222", Creds: "/run/x.creds"}, "", "_INBOX"},
+		{"client certificate", NATS{URL: "tls://127.0.0.1:4222", CertFile: "c.pem", KeyFile: "k.pem"}, "", "_INBOX"},
+		{"token in the url", NATS{URL: "nats://s3cr3t@127.0.0.1:4222"}, "", "_INBOX"},
+		{"nats.user", NATS{User: "parser", PasswordEnv: "NP"}, "parser", "_INBOX_parser"},
+		{"nats.user_env", NATS{UserEnv: "NU", PasswordEnv: "NP"}, "gfctl-admin", "_INBOX_gfctl-admin"},
+		{"user in the url", NATS{URL: "nats://voter:pw@127.0.0.1:4222"}, "", "_INBOX_voter"},
+		{"escaped user in the url", NATS{URL: "nats://status%2Dreader:p%40w@127.0.0.1:4222"}, "", "_INBOX_status-reader"},
+		{"same user in every url", NATS{URL: "nats://bridge:pw@n1:4222, nats://bridge:pw@n2:4222,nats://n3:4222"}, "", "_INBOX_bridge"},
+		{"explicit", NATS{User: "ci.bot", PasswordEnv: "NP", InboxPrefix: "_INBOX.ci-bot"}, "ci.bot", "_INBOX.ci-bot"},
+		{"explicit without user", NATS{Creds: "/run/x.creds", InboxPrefix: "_INBOX_trigger"}, "", "_INBOX_trigger"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.n.Inbox(tt.user)
+			if err != nil || got != tt.want {
+				t.Errorf("Inbox(%q) = %q, %v; want %q", tt.user, got, err, tt.want)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		n    NATS
+		user string
+		want string
+	}{
+		{"dot", NATS{UserEnv: "NU", PasswordEnv: "NP"}, "ci.bot", `nats.inbox_prefix: user "ci.bot" cannot be an inbox token; set nats.inbox_prefix`},
+		{"star", NATS{User: "a*", PasswordEnv: "NP"}, "a*", `user "a*" cannot be an inbox token`},
+		{"gt", NATS{User: "a>", PasswordEnv: "NP"}, "a>", `user "a>" cannot be an inbox token`},
+		{"space", NATS{User: "a b", PasswordEnv: "NP"}, "a b", `user "a b" cannot be an inbox token`},
+		{"tab in the url", NATS{URL: "nats://a%09b:pw@127.0.0.1:4222"}, "", `user "a\tb" cannot be an inbox token`},
+		{"two users in the urls", NATS{URL: "nats://a:pw@n1:4222,nats://b:pw@n2:4222"}, "", "nats.url logs in as several users (a, b)"},
+		{"bad explicit", NATS{InboxPrefix: "_INBOX.*"}, "", `nats.inbox_prefix: "_INBOX.*" is not a subject`},
+	} {
+		t.Run("refuses "+tt.name, func(t *testing.T) {
+			got, err := tt.n.Inbox(tt.user)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Inbox(%q) = %q, %v; want an error with %q", tt.user, got, err, tt.want)
+			}
+		})
+	}
+	c, err := Parse(strings.NewReader("nats: { url: \"nats://parser:pw@127.0.0.1:4222\", inbox_prefix: _INBOX_gf.parser }\n"))
+	if err != nil || c.NATS.InboxPrefix != "_INBOX_gf.parser" {
+		t.Fatalf("Parse with nats.inbox_prefix = %+v, %v", c, err)
+	}
+	// A user from user_env is known only at connect time: Parse accepts it.
+	if _, err := Parse(strings.NewReader("nats: { user_env: NU, password_env: NP }\n")); err != nil {
+		t.Errorf("Parse with nats.user_env = %v", err)
 	}
 }
