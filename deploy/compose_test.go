@@ -3,8 +3,9 @@ package deploy
 import (
 	"context"
 	"encoding/json"
-	"fmt"
+	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -65,8 +66,11 @@ func TestComposeSingle(t *testing.T) {
 	if _, err := p.GetService("nats-2"); err == nil {
 		t.Error("nats-2 runs without the cluster profile")
 	}
-	if _, err := p.GetService("provision-r3"); err == nil {
-		t.Error("provision-r3 runs without the cluster profile")
+	if _, err := p.GetService("sims"); err == nil {
+		t.Error("the simulators run without the sims profile")
+	}
+	if got := argAfter(mustService(t, p, "provision").Command, "--replicas"); got != "1" {
+		t.Errorf("provision --replicas %q without the cluster profile; want 1 (streams/ as written)", got)
 	}
 	o := natsConfigOf(t, p, "nats")
 	if o.Cluster.Port != 0 {
@@ -75,7 +79,7 @@ func TestComposeSingle(t *testing.T) {
 }
 
 func TestComposeCluster(t *testing.T) {
-	p := loadCompose(t, composeEnv(t, "GERRITFLOW_NATS_CONFIG=nats-cluster.conf"), "cluster")
+	p := loadCompose(t, composeEnv(t, "GERRITFLOW_NATS_CONFIG=nats-cluster.conf", "GERRITFLOW_STREAM_REPLICAS=3"), "cluster")
 	checkCompose(t, p)
 	names := map[string]string{}
 	var routes []string
@@ -102,29 +106,100 @@ func TestComposeCluster(t *testing.T) {
 			t.Errorf("%s routes to %v; want every node", n, routes)
 		}
 	}
-	// provision-r3 raises every stream and bucket of streams/ to three replicas.
-	s, _ := p.GetService("provision-r3")
-	script := strings.Join(s.Command, " ")
-	set := loadStreams(t)
-	for _, st := range set.Streams {
-		if !strings.Contains(script, " "+st.Name+" ") {
-			t.Errorf("provision-r3 does not replicate stream %s", st.Name)
+	// provision creates every stream and bucket with three replicas, once
+	// all three nodes are up.
+	provision := mustService(t, p, "provision")
+	if got := argAfter(provision.Command, "--replicas"); got != "3" {
+		t.Errorf("provision --replicas %q in the cluster profile; want 3 (command %v)", got, provision.Command)
+	}
+	for _, n := range []string{"nats-2", "nats-3"} {
+		if provision.DependsOn[n].Condition != types.ServiceConditionHealthy {
+			t.Errorf("provision does not wait for %s: R3 streams need every node", n)
 		}
 	}
-	for _, b := range set.Buckets {
-		if !strings.Contains(script, "KV_"+b.Bucket) {
-			t.Errorf("provision-r3 does not replicate bucket %s", b.Bucket)
+}
+
+func TestComposeSims(t *testing.T) {
+	p := loadCompose(t, composeEnv(t), "sims")
+	checkCompose(t, p)
+	cfg, err := config.LoadFile(path(t, "deploy", "compose", "gerritflow.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sims := mustService(t, p, "sims")
+	if len(sims.Profiles) != 1 || sims.Profiles[0] != "sims" {
+		t.Errorf("sims profiles %v; want [sims] only", sims.Profiles)
+	}
+	if sims.Build == nil || sims.Build.Args["SERVICE"] == nil || *sims.Build.Args["SERVICE"] != "gfdev" {
+		t.Error("sims is not built with SERVICE=gfdev")
+	}
+	if len(sims.Command) < 1 || sims.Command[0] != "sim" {
+		t.Errorf("sims runs %v; want gfdev sim", sims.Command)
+	}
+	checkConfigMount(t, sims)
+	// The services find the simulators where the config says: the Docker
+	// host's ports, published by the sims service.
+	for key, raw := range map[string]string{"jenkins.url": cfg.Jenkins.URL, "gerrit.url": cfg.Gerrit.URL, "--jenkins-listen": "http://" + argAfter(sims.Command, "--jenkins-listen"), "--gerrit-listen": "http://" + argAfter(sims.Command, "--gerrit-listen")} {
+		u, err := url.Parse(raw)
+		if err != nil || u.Port() == "" {
+			t.Errorf("%s %q: no port", key, raw)
+			continue
+		}
+		if !publishes(sims, mustAtoi(t, u.Port())) {
+			t.Errorf("%s port %s is not published by sims (ports %v)", key, u.Port(), sims.Ports)
+		}
+		if strings.HasPrefix(key, "--") && u.Hostname() != "0.0.0.0" {
+			t.Errorf("sims %s %s: other containers and the host cannot reach it", key, u.Host)
 		}
 	}
-	if !strings.Contains(script, "--replicas 3") || s.DependsOn["provision"].Condition != types.ServiceConditionCompletedSuccessfully {
-		t.Errorf("provision-r3 must run after provision and set --replicas 3: %s", script)
+	if !strings.Contains(cfg.Jenkins.URL, "host.docker.internal") || !strings.Contains(cfg.Gerrit.URL, "host.docker.internal") {
+		t.Errorf("jenkins.url %s, gerrit.url %s: the services reach the published ports through host.docker.internal", cfg.Jenkins.URL, cfg.Gerrit.URL)
 	}
-	for _, svc := range Services {
-		s, _ := p.GetService(svc)
-		if s.DependsOn["provision-r3"].Condition != types.ServiceConditionCompletedSuccessfully {
-			t.Errorf("%s does not wait for provision-r3", svc)
+	// It accepts the credentials the services present, and writes Gerrit's
+	// events where the bridge reads them.
+	for _, k := range []string{cfg.Jenkins.TokenEnv, cfg.Gerrit.PasswordEnv, cfg.Kinesis.AccessKeyEnv, cfg.Kinesis.SecretKeyEnv} {
+		if envValue(sims, k) == "" {
+			t.Errorf("sims: $%s is not set (the config names it)", k)
 		}
 	}
+	for _, svc := range []string{"trigger", "monitor"} {
+		if envValue(mustService(t, p, svc), cfg.Jenkins.TokenEnv) != envValue(sims, cfg.Jenkins.TokenEnv) {
+			t.Errorf("%s and the Jenkins simulator disagree on $%s", svc, cfg.Jenkins.TokenEnv)
+		}
+	}
+	if envValue(mustService(t, p, "voter"), cfg.Gerrit.PasswordEnv) != envValue(sims, cfg.Gerrit.PasswordEnv) {
+		t.Errorf("the voter and the Gerrit simulator disagree on $%s", cfg.Gerrit.PasswordEnv)
+	}
+	if sims.DependsOn["kinesis"].Condition == "" {
+		t.Error("sims does not wait for the Kinesis emulator")
+	}
+	for k, v := range sims.Environment {
+		if strings.HasSuffix(k, "NATS_PASSWORD") || v != nil && slices.Contains(slices.Collect(maps.Values(testPasswords(t))), *v) {
+			t.Errorf("sims gets a NATS password (%s): it has no business with NATS", k)
+		}
+	}
+	if !sims.ReadOnly || sims.User == "" || strings.HasPrefix(sims.User, "0") {
+		t.Errorf("sims: read_only %v user %q; want a read-only root fs and a non-root user", sims.ReadOnly, sims.User)
+	}
+}
+
+func mustService(t *testing.T, p *types.Project, name string) types.ServiceConfig {
+	t.Helper()
+	s, err := p.GetService(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// argAfter is the argument following flag in args ("" if none).
+func argAfter(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 func checkCompose(t *testing.T, p *types.Project) {
@@ -134,9 +209,8 @@ func checkCompose(t *testing.T, p *types.Project) {
 	if err != nil {
 		t.Fatalf("deploy/compose/gerritflow.yaml: %v", err)
 	}
-	raw, err := os.ReadFile(cfgFile)
-	if err != nil {
-		t.Fatal(err)
+	if cfg.NATS.UserEnv == "" || cfg.NATS.PasswordEnv == "" {
+		t.Errorf("nats %+v: the shared config must name user_env and password_env (each service sets its own)", cfg.NATS)
 	}
 
 	// Every image that is built has its context and Dockerfile.
@@ -156,28 +230,6 @@ func checkCompose(t *testing.T, p *types.Project) {
 		}
 		if s.Build.Context != root(t) {
 			t.Errorf("%s: build context %s; the Dockerfile needs the workspace root (go.work)", s.Name, s.Build.Context)
-		}
-	}
-
-	// The config service writes one config per NATS user from deploy/compose/gerritflow.yaml.
-	render, err := p.GetService("config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if src := mountSource(render, "/etc/gerritflow/gerritflow.yaml"); src != cfgFile {
-		t.Errorf("config service reads %q; want %s", src, cfgFile)
-	}
-	script := strings.Join(render.Command, " ")
-	if !strings.Contains(script, `sed -E "s#(nats|tls)://#\\1://$1:$2@#g"`) {
-		t.Errorf("config service does not put the user into nats.url as deploy/k8s does:\n%s", script)
-	}
-	for _, u := range append(slices.Clone(Services), "gfctl-admin", "status-reader") {
-		if !strings.Contains(script, fmt.Sprintf(`render %s "$%s"`, u, natsauth.PasswordEnv(u))) {
-			t.Errorf("config service does not render the config of %s", u)
-		}
-		c := parseConfig(t, "config of "+u, []byte(renderNATSIdentity(string(raw), u, "0123abcd")))
-		if !strings.HasPrefix(c.NATS.URL, "nats://"+u+":0123abcd@nats:4222") {
-			t.Errorf("nats.url of %s = %q", u, c.NATS.URL)
 		}
 	}
 
@@ -238,11 +290,11 @@ func checkCompose(t *testing.T, p *types.Project) {
 	if len(provision.Command) == 0 || provision.Command[0] != "provision" {
 		t.Errorf("provision runs %v", provision.Command)
 	}
-	if provision.DependsOn["nats"].Condition != types.ServiceConditionHealthy ||
-		provision.DependsOn["config"].Condition != types.ServiceConditionCompletedSuccessfully {
-		t.Error("provision does not wait for a healthy NATS and the rendered configs")
+	if provision.DependsOn["nats"].Condition != types.ServiceConditionHealthy {
+		t.Error("provision does not wait for a healthy NATS")
 	}
-	checkConfigMount(t, provision, "gfctl-admin")
+	checkConfigMount(t, provision)
+	checkNATSIdentity(t, provision, "gfctl-admin", cfg)
 
 	for _, svc := range append(slices.Clone(Services), Viewers...) {
 		s, err := p.GetService(svc)
@@ -253,7 +305,12 @@ func checkCompose(t *testing.T, p *types.Project) {
 		if s.Build == nil || s.Build.Args["SERVICE"] == nil || *s.Build.Args["SERVICE"] != svc {
 			t.Errorf("%s: not built with SERVICE=%s", svc, svc)
 		}
-		checkConfigMount(t, s, natsUser(svc))
+		checkConfigMount(t, s)
+		checkNATSIdentity(t, s, natsUser(svc), cfg)
+		if hc := s.HealthCheck; hc == nil || len(hc.Test) < 3 || hc.Test[0] != "CMD" || !slices.Contains(hc.Test, "healthcheck") ||
+			argAfter(hc.Test, "--config") != argAfter(s.Command, "--config") {
+			t.Errorf("%s: healthcheck %+v; want the image's own `healthcheck --config` on the config it runs with", svc, hc)
+		}
 		for dep, cond := range map[string]string{"provision": types.ServiceConditionCompletedSuccessfully, "nats": types.ServiceConditionHealthy} {
 			if d, ok := s.DependsOn[dep]; !ok || d.Condition != cond || !d.Required {
 				t.Errorf("%s: depends on %s with %+v; want %s", svc, dep, d, cond)
@@ -269,7 +326,8 @@ func checkCompose(t *testing.T, p *types.Project) {
 		if !slices.Contains(s.Expose, port) && !publishes(s, mustAtoi(t, port)) {
 			t.Errorf("%s: listen port %s is neither exposed nor published (expose %v)", svc, port, s.Expose)
 		}
-		// Secrets: exactly the variables its part of the config names, all set.
+		// Secrets: exactly the variables its part of the config names, all
+		// set, and its NATS identity.
 		var got []string
 		for k, v := range s.Environment {
 			got = append(got, k)
@@ -277,7 +335,7 @@ func checkCompose(t *testing.T, p *types.Project) {
 				t.Errorf("%s: %s is empty", svc, k)
 			}
 		}
-		want := secretEnvs(svc, cfg)
+		want := append(secretEnvs(svc, cfg), cfg.NATS.UserEnv, cfg.NATS.PasswordEnv)
 		slices.Sort(got)
 		slices.Sort(want)
 		if !slices.Equal(got, want) {
@@ -302,32 +360,59 @@ func checkCompose(t *testing.T, p *types.Project) {
 	}
 }
 
-// checkConfigMount checks that s runs with --config naming the file that the
-// config service rendered for user, and sees no other user's file.
-func checkConfigMount(t *testing.T, s types.ServiceConfig, user string) {
+// checkConfigMount checks that s runs with --config naming
+// deploy/compose/gerritflow.yaml, mounted read-only: the one file every
+// service shares.
+func checkConfigMount(t *testing.T, s types.ServiceConfig) {
 	t.Helper()
-	cfgPath := ""
-	for i, a := range s.Command {
-		if a == "--config" && i+1 < len(s.Command) {
-			cfgPath = s.Command[i+1]
-		}
-	}
+	cfgPath := argAfter(s.Command, "--config")
 	if cfgPath == "" {
 		t.Errorf("%s: no --config in its command %v", s.Name, s.Command)
 		return
 	}
 	for _, v := range s.Volumes {
-		if v.Target == filepath.Dir(cfgPath) {
-			if v.Type != types.VolumeTypeVolume || v.Source != "gerritflow-config" || v.Volume == nil || v.Volume.Subpath != user || !v.ReadOnly {
-				t.Errorf("%s: %s is %+v; want volume gerritflow-config, subpath %s, read-only", s.Name, v.Target, v, user)
-			}
-			if filepath.Base(cfgPath) != "gerritflow.yaml" {
-				t.Errorf("%s: --config %s; the config service writes <user>/gerritflow.yaml", s.Name, cfgPath)
+		if v.Target == cfgPath {
+			if v.Type != types.VolumeTypeBind || v.Source != path(t, "deploy", "compose", "gerritflow.yaml") || !v.ReadOnly {
+				t.Errorf("%s: %s is %+v; want deploy/compose/gerritflow.yaml, read-only", s.Name, v.Target, v)
 			}
 			return
 		}
 	}
-	t.Errorf("%s: nothing mounted at %s (--config %s)", s.Name, filepath.Dir(cfgPath), cfgPath)
+	t.Errorf("%s: nothing mounted at %s", s.Name, cfgPath)
+}
+
+// checkNATSIdentity checks that s logs in to NATS as user with user's own
+// password, as pkg/config reads them (nats.user_env, nats.password_env), and
+// that no other user's password is in its environment.
+func checkNATSIdentity(t *testing.T, s types.ServiceConfig, user string, cfg *config.Config) {
+	t.Helper()
+	pw := testPasswords(t)
+	getenv := func(k string) string { return envValue(s, k) }
+	gotUser, gotPW, err := cfg.NATS.UserPassword(getenv)
+	if err != nil || gotUser != user || gotPW.Reveal() != pw[user] {
+		t.Errorf("%s logs in to NATS as %q with %s's password: %v; want %s with its own", s.Name, gotUser, whose(pw, gotPW.Reveal()), err, user)
+	}
+	if inbox, err := cfg.NATS.Inbox(gotUser); err != nil || inbox != "_INBOX_"+user {
+		t.Errorf("%s: inbox prefix %q (%v); want _INBOX_%s, the one permissions.conf allows", s.Name, inbox, err, user)
+	}
+	for k, v := range s.Environment {
+		if v == nil {
+			continue
+		}
+		if other := whose(pw, *v); other != "" && other != user {
+			t.Errorf("%s: $%s holds %s's NATS password", s.Name, k, other)
+		}
+	}
+}
+
+// whose names the user a password belongs to ("" for none).
+func whose(pw map[string]string, password string) string {
+	for u, p := range pw {
+		if p == password {
+			return u
+		}
+	}
+	return ""
 }
 
 // natsConfigOf parses the server configuration service name runs, through

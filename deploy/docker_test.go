@@ -133,7 +133,7 @@ func TestDockerfileBuild(t *testing.T) {
 	}
 	out := t.TempDir()
 	script = strings.ReplaceAll(script, "/out/gerritflow", out+"/gerritflow")
-	for _, svc := range append(append(slices.Clone(Services), Viewers...), "gfctl") {
+	for _, svc := range append(append(slices.Clone(Services), Viewers...), "gfctl", "gfdev") {
 		t.Run(svc, func(t *testing.T) {
 			cmd := exec.Command(sh, "-c", script)
 			cmd.Dir = root(t)

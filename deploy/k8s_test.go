@@ -3,7 +3,7 @@ package deploy
 import (
 	"net"
 	"os/exec"
-	"regexp"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,16 +161,6 @@ func render(t *testing.T, dir string) *manifests {
 	return m
 }
 
-// renderNATSIdentity does to a config what the nats-identity init container
-// (and compose's config service) does with sed: put user:password@ after
-// every nats:// or tls:// in the file.
-func renderNATSIdentity(cfg, user, password string) string {
-	return regexp.MustCompile(`(nats|tls)://`).ReplaceAllString(cfg, "${1}://"+user+":"+password+"@")
-}
-
-// The init container's command, as the Deployments must carry it.
-const natsIdentityScript = `umask 077; sed -E "s#(nats|tls)://#\\1://${NATS_USER}:${NATS_PASSWORD}@#g" /etc/gerritflow/gerritflow.yaml > /run/gerritflow/gerritflow.yaml`
-
 // perReplica is how many messages one replica of a stage holds un-acked at
 // most: stages.concurrency for the synchronous stages; the monitor follows
 // up to stage.Spec.MaxPending builds (services/monitor/internal/monitor).
@@ -273,11 +263,8 @@ func checkKubernetes(t *testing.T, m *manifests) {
 	}
 	raw := cm.Data["gerritflow.yaml"]
 	cfg := parseConfig(t, "ConfigMap gerritflow-config", []byte(raw))
-	for _, u := range append(slices.Clone(Services), "gfctl-admin", "status-reader") {
-		c := parseConfig(t, "config as "+u, []byte(renderNATSIdentity(raw, u, "0123abcd")))
-		if !strings.HasPrefix(c.NATS.URL, "nats://"+u+":0123abcd@") {
-			t.Errorf("nats.url rendered for %s = %q; want the user and password in it", u, c.NATS.URL)
-		}
+	if cfg.NATS.UserEnv != "NATS_USER" || cfg.NATS.PasswordEnv != "NATS_PASSWORD" {
+		t.Errorf("ConfigMap nats %+v: want user_env NATS_USER and password_env NATS_PASSWORD (each pod sets its own)", cfg.NATS)
 	}
 	if strings.Contains(raw, "@") && strings.Contains(cfg.NATS.URL, "@") {
 		t.Error("the ConfigMap's nats.url holds credentials")
@@ -371,7 +358,8 @@ func checkKubernetes(t *testing.T, m *manifests) {
 }
 
 // checkPod checks a pod template: non-root, read-only, limited, with its
-// NATS identity rendered by the init container and its secrets from env.
+// NATS identity from env (nats.user_env, nats.password_env) and its secrets
+// from env.
 func checkPod(t *testing.T, what, container string, p corev1.PodSpec, cfg *config.Config, natsUser string) {
 	t.Helper()
 	if p.SecurityContext == nil || p.SecurityContext.RunAsNonRoot == nil || !*p.SecurityContext.RunAsNonRoot ||
@@ -404,55 +392,60 @@ func checkPod(t *testing.T, what, container string, p corev1.PodSpec, cfg *confi
 	if !strings.HasPrefix(main.Image, "gerritflow/"+container+":") {
 		t.Errorf("%s: image %s; want gerritflow/%s:<tag>", what, main.Image, container)
 	}
-	// --config names the file the init container writes into the shared emptyDir.
+	// --config names the ConfigMap's file, mounted read-only; no init
+	// container rewrites it.
+	if len(p.InitContainers) != 0 {
+		t.Errorf("%s: init containers %v; the shared config needs none", what, p.InitContainers)
+	}
 	cfgPath := ""
 	for i, a := range main.Args {
 		if a == "--config" && i+1 < len(main.Args) {
 			cfgPath = main.Args[i+1]
 		}
 	}
-	if cfgPath != "/run/gerritflow/gerritflow.yaml" {
-		t.Errorf("%s: --config %q; want /run/gerritflow/gerritflow.yaml", what, cfgPath)
-	}
-	if len(p.InitContainers) != 1 {
-		t.Fatalf("%s: %d init containers; want nats-identity", what, len(p.InitContainers))
-	}
-	ic := p.InitContainers[0]
-	if len(ic.Command) != 3 || ic.Command[2] != natsIdentityScript {
-		t.Errorf("%s: nats-identity runs %q; want %q", what, ic.Command, natsIdentityScript)
-	}
-	env := map[string]corev1.EnvVar{}
-	for _, e := range ic.Env {
-		env[e.Name] = e
-	}
-	if env["NATS_USER"].Value != natsUser {
-		t.Errorf("%s: NATS user %q; want %q", what, env["NATS_USER"].Value, natsUser)
-	}
-	if r := env["NATS_PASSWORD"].ValueFrom; r == nil || r.SecretKeyRef == nil || r.SecretKeyRef.Name != "gerritflow-nats" || r.SecretKeyRef.Key != natsUser {
-		t.Errorf("%s: NATS password not from Secret gerritflow-nats key %s", what, natsUser)
-	}
 	vol := map[string]corev1.Volume{}
 	for _, v := range p.Volumes {
 		vol[v.Name] = v
 	}
-	mounts := func(c corev1.Container) map[string]corev1.VolumeMount {
-		out := map[string]corev1.VolumeMount{}
-		for _, m := range c.VolumeMounts {
-			out[m.MountPath] = m
+	mounted := false
+	for _, m := range main.VolumeMounts {
+		if m.MountPath == filepath.Dir(cfgPath) {
+			v := vol[m.Name]
+			mounted = v.ConfigMap != nil && v.ConfigMap.Name == "gerritflow-config" && m.ReadOnly && filepath.Base(cfgPath) == "gerritflow.yaml"
 		}
-		return out
 	}
-	im, mm := mounts(ic), mounts(main)
-	if v := vol[im["/etc/gerritflow"].Name]; v.ConfigMap == nil || v.ConfigMap.Name != "gerritflow-config" {
-		t.Errorf("%s: nats-identity does not read ConfigMap gerritflow-config at /etc/gerritflow", what)
+	if !mounted {
+		t.Errorf("%s: --config %q is not gerritflow.yaml of ConfigMap gerritflow-config, mounted read-only", what, cfgPath)
 	}
-	out := vol[im["/run/gerritflow"].Name]
-	if out.EmptyDir == nil || out.EmptyDir.Medium != corev1.StorageMediumMemory || mm["/run/gerritflow"].Name != out.Name || !mm["/run/gerritflow"].ReadOnly {
-		t.Errorf("%s: the rendered config is not passed in a memory emptyDir mounted read-only at /run/gerritflow", what)
+	// The NATS identity: NATS_USER literal, NATS_PASSWORD from the pod's own
+	// key of Secret gerritflow-nats; pkg/config reads them as it will in the pod.
+	env := map[string]corev1.EnvVar{}
+	for _, e := range main.Env {
+		env[e.Name] = e
+	}
+	if r := env["NATS_PASSWORD"].ValueFrom; r == nil || r.SecretKeyRef == nil || r.SecretKeyRef.Name != "gerritflow-nats" || r.SecretKeyRef.Key != natsUser {
+		t.Errorf("%s: NATS_PASSWORD not from Secret gerritflow-nats key %s", what, natsUser)
+	}
+	getenv := func(k string) string {
+		e := env[k]
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			return "secret:" + e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+		}
+		return e.Value
+	}
+	user, pw, err := cfg.NATS.UserPassword(getenv)
+	if err != nil || user != natsUser || pw.Reveal() != "secret:gerritflow-nats/"+natsUser {
+		t.Errorf("%s: logs in to NATS as %q with %q (%v); want %s with its own Secret key", what, user, pw.Reveal(), err, natsUser)
+	}
+	if inbox, err := cfg.NATS.Inbox(user); err != nil || inbox != "_INBOX_"+natsUser {
+		t.Errorf("%s: inbox prefix %q (%v); want _INBOX_%s, the one permissions.conf allows", what, inbox, err, natsUser)
 	}
 	// Secrets: exactly the *_env variables its part of the config names.
 	var got []string
 	for _, e := range main.Env {
+		if e.Name == cfg.NATS.UserEnv || e.Name == cfg.NATS.PasswordEnv {
+			continue
+		}
 		got = append(got, e.Name)
 		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "gerritflow-secrets" {
 			t.Errorf("%s: env %s is not from Secret gerritflow-secrets", what, e.Name)
