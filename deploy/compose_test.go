@@ -392,7 +392,7 @@ func checkNATSIdentity(t *testing.T, s types.ServiceConfig, user string, cfg *co
 	if err != nil || gotUser != user || gotPW.Reveal() != pw[user] {
 		t.Errorf("%s logs in to NATS as %q with %s's password: %v; want %s with its own", s.Name, gotUser, whose(pw, gotPW.Reveal()), err, user)
 	}
-	if inbox, err := cfg.NATS.Inbox(gotUser); err != nil || inbox != "_INBOX_"+user {
+	if inbox, err := cfg.NATS.Inbox(gotUser, getenv); err != nil || inbox != "_INBOX_"+user {
 		t.Errorf("%s: inbox prefix %q (%v); want _INBOX_%s, the one permissions.conf allows", s.Name, inbox, err, user)
 	}
 	for k, v := range s.Environment {

@@ -437,7 +437,7 @@ func checkPod(t *testing.T, what, container string, p corev1.PodSpec, cfg *confi
 	if err != nil || user != natsUser || pw.Reveal() != "secret:gerritflow-nats/"+natsUser {
 		t.Errorf("%s: logs in to NATS as %q with %q (%v); want %s with its own Secret key", what, user, pw.Reveal(), err, natsUser)
 	}
-	if inbox, err := cfg.NATS.Inbox(user); err != nil || inbox != "_INBOX_"+natsUser {
+	if inbox, err := cfg.NATS.Inbox(user, getenv); err != nil || inbox != "_INBOX_"+natsUser {
 		t.Errorf("%s: inbox prefix %q (%v); want _INBOX_%s, the one permissions.conf allows", what, inbox, err, natsUser)
 	}
 	// Secrets: exactly the *_env variables its part of the config names.

@@ -6,6 +6,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -123,7 +124,7 @@ func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStre
 	if user != "" {
 		opts = append(opts, nats.UserInfo(user, password.Reveal()))
 	}
-	inbox, err := c.Inbox(user)
+	inbox, err := c.Inbox(user, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +150,33 @@ func Connect(ctx context.Context, c config.NATS, name string) (jetstream.JetStre
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return js, nil
+}
+
+// LogEvents logs, as JSON lines of log, what the connection otherwise keeps
+// to itself: a lost connection, a reconnect, the final close, and the
+// server's asynchronous errors (permission violations, slow consumer).
+// Without it nats.go prints asynchronous errors as plain text on stderr.
+func LogEvents(nc *nats.Conn, log *slog.Logger) {
+	nc.SetDisconnectErrHandler(func(nc *nats.Conn, err error) {
+		if err != nil {
+			log.Warn("nats disconnected", "err", err.Error())
+		}
+	})
+	nc.SetReconnectHandler(func(nc *nats.Conn) {
+		log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted(), "reconnects", nc.Stats().Reconnects)
+	})
+	nc.SetClosedHandler(func(nc *nats.Conn) {
+		if err := nc.LastError(); err != nil {
+			log.Warn("nats connection closed", "err", err.Error())
+		}
+	})
+	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		args := []any{"err", err.Error()}
+		if sub != nil {
+			args = append(args, "subscription", sub.Subject)
+		}
+		log.Error("nats error", args...)
+	})
 }
 
 // redactURL drops user information from a NATS URL before it is printed.

@@ -99,100 +99,7 @@ func TestConnectUsesTheUsersInbox(t *testing.T) {
 			if got := js.Conn().Opts.InboxPrefix; got != "_INBOX_svc" {
 				t.Fatalf("inbox prefix %q; want _INBOX_svc", got)
 			}
-			stream := strings.NewReplacer(".", "_", " ", "_").Replace(strings.ToUpper(name))
-			subject := "orders." + strings.ToLower(stream)
-			if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}}); err != nil {
-				t.Fatalf("create stream: %v", err)
-			}
-			// PubAcks: synchronous and asynchronous.
-			if ack, err := js.Publish(ctx, subject, []byte("1"), jetstream.WithMsgID("m1")); err != nil || ack.Sequence != 1 {
-				t.Fatalf("publish = %+v, %v", ack, err)
-			}
-			f, err := js.PublishAsync(subject, []byte("2"), jetstream.WithMsgID("m2"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case ack := <-f.Ok():
-				if ack.Sequence != 2 {
-					t.Errorf("async PubAck %+v; want sequence 2", ack)
-				}
-			case err := <-f.Err():
-				t.Fatalf("async publish: %v", err)
-			case <-ctx.Done():
-				t.Fatal("no async PubAck")
-			}
-
-			// KV: create, get, watch (an ordered push consumer delivering to the inbox).
-			kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b_" + strings.ToLower(stream)})
-			if err != nil {
-				t.Fatalf("create bucket: %v", err)
-			}
-			if _, err := kv.Create(ctx, "k", []byte("v1")); err != nil {
-				t.Fatalf("kv create: %v", err)
-			}
-			if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v1" {
-				t.Fatalf("kv get = %v, %v", e, err)
-			}
-			w, err := kv.Watch(ctx, "k")
-			if err != nil {
-				t.Fatalf("kv watch: %v", err)
-			}
-			if e := <-w.Updates(); e == nil || string(e.Value()) != "v1" {
-				t.Errorf("watch delivered %v; want v1", e)
-			}
-			if _, err := kv.Put(ctx, "k", []byte("v2")); err != nil {
-				t.Fatal(err)
-			}
-			for e := range w.Updates() {
-				if e != nil && string(e.Value()) == "v2" {
-					break
-				}
-			}
-			if err := w.Stop(); err != nil {
-				t.Error(err)
-			}
-
-			// Pull: Consume and Fetch on a durable, acked with a reply (DoubleAck).
-			cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy})
-			if err != nil {
-				t.Fatalf("create consumer: %v", err)
-			}
-			got := make(chan string, 2)
-			cc, err := cons.Consume(func(m jetstream.Msg) {
-				if err := m.DoubleAck(ctx); err != nil {
-					t.Errorf("ack: %v", err)
-				}
-				got <- string(m.Data())
-			}, jetstream.PullMaxMessages(1))
-			if err != nil {
-				t.Fatalf("consume: %v", err)
-			}
-			for i := 0; i < 2; i++ {
-				select {
-				case <-got:
-				case <-ctx.Done():
-					t.Fatalf("consumed %d of 2 messages", i)
-				}
-			}
-			cc.Stop()
-			if _, err := js.Publish(ctx, subject, []byte("3")); err != nil {
-				t.Fatal(err)
-			}
-			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				if err := m.DoubleAck(ctx); err != nil {
-					t.Errorf("ack: %v", err)
-				}
-			}
-			if n != 1 || batch.Error() != nil {
-				t.Errorf("fetched %d messages (err %v); want 1", n, batch.Error())
-			}
+			useJetStream(ctx, t, js, name)
 			time.Sleep(100 * time.Millisecond) // let asynchronous violations arrive
 			if v := log.all(); len(v) > 0 {
 				t.Errorf("permission violations:\n%s", strings.Join(v, "\n"))
@@ -285,4 +192,109 @@ func TestConnectRefusesAnUnusableInbox(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `nats.inbox_prefix: user "ci.bot" cannot be an inbox token`) {
 		t.Errorf("Connect = %v; want an error naming nats.inbox_prefix", err)
 	}
+}
+
+// useJetStream does, through js, all the JetStream work a service does:
+// create a stream, publish with synchronous and asynchronous PubAcks, create,
+// get and watch a KV key, consume and fetch from a durable pull consumer with
+// acknowledged acks. Every reply comes to js's inbox prefix. name makes the
+// stream and bucket names unique per call.
+func useJetStream(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) {
+	t.Helper()
+	stream := strings.NewReplacer(".", "_", " ", "_").Replace(strings.ToUpper(name))
+	subject := "orders." + strings.ToLower(stream)
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{subject}}); err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	// PubAcks: synchronous and asynchronous.
+	if ack, err := js.Publish(ctx, subject, []byte("1"), jetstream.WithMsgID("m1")); err != nil || ack.Sequence != 1 {
+		t.Fatalf("publish = %+v, %v", ack, err)
+	}
+	f, err := js.PublishAsync(subject, []byte("2"), jetstream.WithMsgID("m2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ack := <-f.Ok():
+		if ack.Sequence != 2 {
+			t.Errorf("async PubAck %+v; want sequence 2", ack)
+		}
+	case err := <-f.Err():
+		t.Fatalf("async publish: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no async PubAck")
+	}
+
+	// KV: create, get, watch (an ordered push consumer delivering to the inbox).
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b_" + strings.ToLower(stream)})
+	if err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	if _, err := kv.Create(ctx, "k", []byte("v1")); err != nil {
+		t.Fatalf("kv create: %v", err)
+	}
+	if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "v1" {
+		t.Fatalf("kv get = %v, %v", e, err)
+	}
+	w, err := kv.Watch(ctx, "k")
+	if err != nil {
+		t.Fatalf("kv watch: %v", err)
+	}
+	if e := <-w.Updates(); e == nil || string(e.Value()) != "v1" {
+		t.Errorf("watch delivered %v; want v1", e)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	for e := range w.Updates() {
+		if e != nil && string(e.Value()) == "v2" {
+			break
+		}
+	}
+	if err := w.Stop(); err != nil {
+		t.Error(err)
+	}
+
+	// Pull: Fetch, then Consume, on a durable, acked with a reply
+	// (DoubleAck). Fetch first: a stopped Consume leaves its pull request on
+	// the server, which would take a message published after it.
+	cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "worker", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("create consumer: %v", err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range batch.Messages() {
+		n++
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	}
+	if n != 1 || batch.Error() != nil {
+		t.Errorf("fetched %d messages (err %v); want 1", n, batch.Error())
+	}
+	if _, err := js.Publish(ctx, subject, []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 2)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+		got <- string(m.Data())
+	}, jetstream.PullMaxMessages(1))
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatalf("consumed %d of 2 messages", i)
+		}
+	}
+	cc.Stop()
 }

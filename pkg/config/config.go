@@ -66,7 +66,11 @@ type NATS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	// InboxPrefix: see above; a subject of literal tokens ("_INBOX_parser").
-	InboxPrefix string `yaml:"inbox_prefix"`
+	// InboxPrefixEnv names an environment variable holding it instead: the
+	// way one shared file gives each service its own inbox when the login
+	// does not name a user (a .creds file, a client certificate).
+	InboxPrefix    string `yaml:"inbox_prefix"`
+	InboxPrefixEnv string `yaml:"inbox_prefix_env"`
 }
 
 // Kinesis is where Gerrit's events arrive.
@@ -395,9 +399,9 @@ func (c *Config) Validate() error {
 		checkURL("nats.url", strings.TrimSpace(u), "nats", "tls", "ws", "wss")
 	}
 	c.NATS.validate(bad)
-	if c.NATS.InboxPrefix == "" && c.NATS.UserEnv == "" {
+	if c.NATS.InboxPrefix == "" && c.NATS.InboxPrefixEnv == "" && c.NATS.UserEnv == "" {
 		// The user is known now (nats.user or nats.url): so is the prefix.
-		if _, err := c.NATS.Inbox(c.NATS.User); err != nil {
+		if _, err := c.NATS.Inbox(c.NATS.User, func(string) string { return "" }); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -622,6 +626,9 @@ func (n NATS) validate(bad func(key, format string, args ...any)) {
 	if user && strings.Contains(n.URL, "@") {
 		bad("nats.url", "holds credentials; with nats.user keep them out of the URL")
 	}
+	if n.InboxPrefix != "" && n.InboxPrefixEnv != "" {
+		bad("nats.inbox_prefix_env", "set nats.inbox_prefix or nats.inbox_prefix_env, not both")
+	}
 	if n.InboxPrefix != "" && !literalSubject(n.InboxPrefix) {
 		bad("nats.inbox_prefix", "%q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)
 	}
@@ -631,9 +638,20 @@ func (n NATS) validate(bad func(key, format string, args ...any)) {
 const DefaultInbox = "_INBOX"
 
 // Inbox returns the inbox prefix of the connection (see NATS): nats.inbox_prefix,
-// or _INBOX_<user>, or DefaultInbox. user is the user UserPassword resolved;
-// when it is empty the user in nats.url is taken, if any.
-func (n NATS) Inbox(user string) (string, error) {
+// or the value of the variable nats.inbox_prefix_env names, or _INBOX_<user>,
+// or DefaultInbox. user is the user UserPassword resolved; when it is empty
+// the user in nats.url is taken, if any.
+func (n NATS) Inbox(user string, getenv func(string) string) (string, error) {
+	if n.InboxPrefixEnv != "" {
+		v := getenv(n.InboxPrefixEnv)
+		switch {
+		case v == "":
+			return "", fmt.Errorf("nats.inbox_prefix_env: environment variable %s is empty or unset", n.InboxPrefixEnv)
+		case !literalSubject(v):
+			return "", fmt.Errorf("nats.inbox_prefix_env: %s=%q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefixEnv, v)
+		}
+		return v, nil
+	}
 	if n.InboxPrefix != "" {
 		if !literalSubject(n.InboxPrefix) {
 			return "", fmt.Errorf("nats.inbox_prefix: %q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)

@@ -276,9 +276,11 @@ func TestNATSInbox(t *testing.T) {
 		{"same user in every url", NATS{URL: "nats://bridge:pw@n1:4222, nats://bridge:pw@n2:4222,nats://n3:4222"}, "", "_INBOX_bridge"},
 		{"explicit", NATS{User: "ci.bot", PasswordEnv: "NP", InboxPrefix: "_INBOX.ci-bot"}, "ci.bot", "_INBOX.ci-bot"},
 		{"explicit without user", NATS{Creds: "/run/x.creds", InboxPrefix: "_INBOX_trigger"}, "", "_INBOX_trigger"},
+		{"from the environment", NATS{Creds: "/run/x.creds", InboxPrefixEnv: "NI"}, "", "_INBOX_monitor"},
+		{"from the environment over the user", NATS{User: "ci.bot", PasswordEnv: "NP", InboxPrefixEnv: "NI"}, "ci.bot", "_INBOX_monitor"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := tt.n.Inbox(tt.user)
+			got, err := tt.n.Inbox(tt.user, getenvOf(map[string]string{"NI": "_INBOX_monitor"}))
 			if err != nil || got != tt.want {
 				t.Errorf("Inbox(%q) = %q, %v; want %q", tt.user, got, err, tt.want)
 			}
@@ -297,9 +299,11 @@ func TestNATSInbox(t *testing.T) {
 		{"tab in the url", NATS{URL: "nats://a%09b:pw@127.0.0.1:4222"}, "", `user "a\tb" cannot be an inbox token`},
 		{"two users in the urls", NATS{URL: "nats://a:pw@n1:4222,nats://b:pw@n2:4222"}, "", "nats.url logs in as several users (a, b)"},
 		{"bad explicit", NATS{InboxPrefix: "_INBOX.*"}, "", `nats.inbox_prefix: "_INBOX.*" is not a subject`},
+		{"unset variable", NATS{InboxPrefixEnv: "NI_UNSET"}, "", "nats.inbox_prefix_env: environment variable NI_UNSET is empty or unset"},
+		{"bad variable", NATS{InboxPrefixEnv: "NI_BAD"}, "", `nats.inbox_prefix_env: NI_BAD="_INBOX..x" is not a subject`},
 	} {
 		t.Run("refuses "+tt.name, func(t *testing.T) {
-			got, err := tt.n.Inbox(tt.user)
+			got, err := tt.n.Inbox(tt.user, getenvOf(map[string]string{"NI_BAD": "_INBOX..x"}))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Inbox(%q) = %q, %v; want an error with %q", tt.user, got, err, tt.want)
 			}
@@ -309,8 +313,16 @@ func TestNATSInbox(t *testing.T) {
 	if err != nil || c.NATS.InboxPrefix != "_INBOX_gf.parser" {
 		t.Fatalf("Parse with nats.inbox_prefix = %+v, %v", c, err)
 	}
+	if _, err := Parse(strings.NewReader("nats: { creds: /run/x.creds, inbox_prefix: _INBOX_a, inbox_prefix_env: NI }\n")); err == nil || !strings.Contains(err.Error(), "nats.inbox_prefix_env: set nats.inbox_prefix or nats.inbox_prefix_env, not both") {
+		t.Errorf("Parse with both inbox keys = %v; want an error naming nats.inbox_prefix_env", err)
+	}
 	// A user from user_env is known only at connect time: Parse accepts it.
 	if _, err := Parse(strings.NewReader("nats: { user_env: NU, password_env: NP }\n")); err != nil {
 		t.Errorf("Parse with nats.user_env = %v", err)
 	}
+}
+
+// getenvOf looks variables up in env (nil: every variable unset).
+func getenvOf(env map[string]string) func(string) string {
+	return func(k string) string { return env[k] }
 }
