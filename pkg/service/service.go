@@ -44,6 +44,7 @@ func Start(ctx context.Context, name string, need streams.Need, args []string, g
 		tel.Shutdown(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	bus.LogEvents(js.Conn(), tel.Logger)
 	if err := streams.Check(ctx, js, need); err != nil {
 		js.Conn().Close()
 		tel.Shutdown(context.WithoutCancel(ctx))
