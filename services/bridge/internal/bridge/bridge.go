@@ -309,9 +309,12 @@ func (b *Bridge) step(ctx context.Context) {
 		b.log.Warn("presence not renewed", telemetry.KeyErr, err)
 	}
 	now := time.Now()
+	listed := false
 	if b.relist.Swap(false) || now.Sub(b.listedAt) >= b.opts.ListInterval {
 		if err := b.listShards(ctx); err != nil {
 			b.log.Warn("ListShards failed; keeping the last listing", telemetry.KeyErr, err)
+		} else {
+			listed = true
 		}
 	}
 	if b.shards == nil {
@@ -341,6 +344,9 @@ func (b *Bridge) step(ctx context.Context) {
 		if id, ok := shardOfKey(b.opts.Stream, k); ok && string(e.Value()) == ShardEnd {
 			v.Finished[id] = true
 		}
+	}
+	if listed {
+		b.forgetTrimmed(sctx, cpEntries)
 	}
 	memberPrefix := prefix + "." + memberToken + "."
 	for k, e := range leaseEntries {
@@ -374,6 +380,37 @@ func (b *Bridge) step(ctx context.Context) {
 		b.acquire(ctx, id, leaseEntries[b.shardKey(id)], v.Leases[id])
 	}
 	b.m.leases.Set(float64(len(b.held)))
+}
+
+// forgetTrimmed deletes the SHARD_END checkpoints of shards that the
+// listing just made no longer holds: Kinesis dropped them after the
+// retention period, nothing reads them again, and a child no longer waits for
+// a parent that is not listed (Eligible). Without this, every resharding
+// would leave keys behind for good. The delete is on the revision read, so a
+// replica with an older listing cannot remove a key that changed since; a
+// checkpoint short of SHARD_END is kept: it marks records the bridge never
+// read (the shard expired first), which an operator should see.
+func (b *Bridge) forgetTrimmed(ctx context.Context, cps map[string]jetstream.KeyValueEntry) {
+	listed := make(map[string]bool, len(b.shards))
+	for _, sh := range b.shards {
+		listed[sh.ID] = true
+	}
+	for k, e := range cps {
+		id, ok := shardOfKey(b.opts.Stream, k)
+		if !ok || listed[id] || string(e.Value()) != ShardEnd {
+			continue
+		}
+		err := b.checkpoints.Purge(ctx, k, jetstream.LastRevision(e.Revision()))
+		switch {
+		case isConflict(err):
+			continue // another replica was first
+		case err != nil:
+			b.log.Warn("checkpoint of a trimmed shard not deleted", "shard", id, telemetry.KeyErr, err)
+			continue
+		}
+		b.m.trimmed.Inc()
+		b.log.Info("checkpoint of a trimmed shard deleted", "shard", id, telemetry.KeyDecision, "forget")
+	}
 }
 
 // acquire takes a free lease: Create when there is none, Update on the

@@ -28,6 +28,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/natstest"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
+	"github.com/gerritflow/gerritflow/streams"
 )
 
 func TestOneReplicaPublishesAndResumes(t *testing.T) {
@@ -337,6 +338,57 @@ func TestReshardReadsParentThenChildren(t *testing.T) {
 	}
 	if n := r.metric(t, "leases_held"); n != 2 {
 		t.Errorf("leases held after the split = %v; want the 2 children", n)
+	}
+	// The parent is still listed (retention): its SHARD_END stays.
+	if n := r.metric(t, "trimmed_checkpoints_deleted_total"); n != 0 {
+		t.Errorf("trimmed checkpoints deleted = %v; want 0 while the parent is listed", n)
+	}
+}
+
+// TestCheckpointsOfTrimmedShardsAreDeleted: a SHARD_END checkpoint of a shard
+// Kinesis no longer lists (dropped after the retention period) is deleted;
+// an unfinished one of an unlisted shard, the checkpoints of listed shards
+// and those of another stream are kept.
+func TestCheckpointsOfTrimmedShardsAreDeleted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	ctx := ctxT(t, 30*time.Second)
+	kv, err := e.js.KeyValue(ctx, streams.BucketCheckpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const trimmed, unfinished = "shardId-000000000097", "shardId-000000000098"
+	otherStream := subject.ShardKey("other-stream", trimmed)
+	for key, value := range map[string]string{
+		subject.ShardKey(testStream, trimmed):    ShardEnd,
+		subject.ShardKey(testStream, unfinished): "49590338271490256608559692538361571095921575989136588898",
+		otherStream:                              ShardEnd,
+	} {
+		if _, err := kv.Create(ctx, key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.start(t, "r1", testOptions(), nil)
+	e.putN(t, 0, 20)
+	waitCount(t, e.js, subject.Raw, 20, 30*time.Second)
+	waitMetric(t, r, "trimmed_checkpoints_deleted_total", 1, 15*time.Second)
+
+	if cp := e.checkpoint(t, trimmed); cp != "" {
+		t.Errorf("checkpoint of the trimmed shard = %q; want it deleted", cp)
+	}
+	if cp := e.checkpoint(t, unfinished); cp == "" {
+		t.Error("the unfinished checkpoint of an unlisted shard was deleted")
+	}
+	if _, err := kv.Get(ctx, otherStream); err != nil {
+		t.Errorf("another stream's checkpoint: %v; want it kept", err)
+	}
+	shard := e.allPuts()[0].shard
+	eventually := time.Now().Add(15 * time.Second)
+	for e.checkpoint(t, shard) != e.lastSeq(shard) {
+		if time.Now().After(eventually) {
+			t.Fatalf("checkpoint of the listed shard %s = %q; want %s", shard, e.checkpoint(t, shard), e.lastSeq(shard))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -12,7 +12,7 @@ type metrics struct {
 	behind, cpLag                         *prometheus.GaugeVec
 	leases                                prometheus.Gauge
 	leasesLost, duplicates, fallbacks     prometheus.Counter
-	publishRetries, checkpoints           prometheus.Counter
+	publishRetries, checkpoints, trimmed  prometheus.Counter
 	dlq, kinesisErrors                    *prometheus.CounterVec
 }
 
@@ -31,6 +31,7 @@ func newMetrics(tel *telemetry.Telemetry) *metrics {
 		fallbacks:      one(tel.Counter("iterator_fallbacks_total", "Checkpoints whose iterator request was rejected; read from the configured start instead.")),
 		publishRetries: one(tel.Counter("publish_retries_total", "Publishes retried after a transient failure.")),
 		checkpoints:    one(tel.Counter("checkpoints_total", "Checkpoints written.")),
+		trimmed:        one(tel.Counter("trimmed_checkpoints_deleted_total", "SHARD_END checkpoints deleted because Kinesis no longer lists their shard.")),
 		dlq:            tel.Counter("dlq_total", "Records sent to gerritflow.dlq.bridge, by reason.", "reason"),
 		kinesisErrors:  tel.Counter("kinesis_errors_total", "Kinesis call errors, by kind (throttled, expired_iterator, other).", "kind"),
 	}
