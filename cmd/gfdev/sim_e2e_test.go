@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
 	"github.com/gerritflow/gerritflow/pkg/kinesislocal"
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 )
 
 // TestSimCommand runs `gfdev sim` (the compose `sims` profile) from a
@@ -60,7 +60,7 @@ jobs:
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	simCtx, stopSim := context.WithCancel(ctx)
-	var out syncBuffer
+	var out servicetest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runSim(simCtx, []string{"--config", cfgPath, "--build-duration", "300ms"}, &out, getenv)
@@ -310,22 +310,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// syncBuffer is a bytes.Buffer safe for the command's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,39 +1,24 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gerritflow/gerritflow/pkg/bus"
 	"github.com/gerritflow/gerritflow/pkg/config"
 	"github.com/gerritflow/gerritflow/pkg/natstest"
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 )
 
-// syncBuffer is a log sink the connection's goroutines write to.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines are the JSON log lines written so far, decoded.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// logLines decodes the JSON log lines written to out so far.
+func logLines(t *testing.T, out *servicetest.Buffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -41,24 +26,24 @@ func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line %q is not JSON: %v", l, err)
 		}
-		out = append(out, m)
+		lines = append(lines, m)
 	}
-	return out
+	return lines
 }
 
-// waitLine waits for a line with message msg and returns it.
-func (b *syncBuffer) waitLine(t *testing.T, msg string) map[string]any {
+// waitLine waits for a line of out with message msg and returns it.
+func waitLine(t *testing.T, out *servicetest.Buffer, msg string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, l := range b.lines(t) {
+		for _, l := range logLines(t, out) {
 			if l["msg"] == msg {
 				return l
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no log line %q in:\n%s", msg, b.buf.String())
+	t.Fatalf("no log line %q in:\n%s", msg, out.String())
 	return nil
 }
 
@@ -75,13 +60,13 @@ func TestLogEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer js.Conn().Close()
-		var out syncBuffer
+		var out servicetest.Buffer
 		bus.LogEvents(js.Conn(), slog.New(slog.NewJSONHandler(&out, nil)))
 		srv.Restart()
-		if l := out.waitLine(t, "nats disconnected"); l["level"] != "WARN" || l["err"] == "" {
+		if l := waitLine(t, &out, "nats disconnected"); l["level"] != "WARN" || l["err"] == "" {
 			t.Errorf("disconnect line %v; want WARN with the error", l)
 		}
-		if l := out.waitLine(t, "nats reconnected"); l["level"] != "INFO" || l["url"] != srv.URL() || l["reconnects"] != float64(1) {
+		if l := waitLine(t, &out, "nats reconnected"); l["level"] != "INFO" || l["url"] != srv.URL() || l["reconnects"] != float64(1) {
 			t.Errorf("reconnect line %v; want INFO with url %s and 1 reconnect", l, srv.URL())
 		}
 	})
@@ -95,16 +80,16 @@ func TestLogEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer js.Conn().Close()
-		var out syncBuffer
+		var out servicetest.Buffer
 		bus.LogEvents(js.Conn(), slog.New(slog.NewJSONHandler(&out, nil)))
 		if _, err := js.Conn().SubscribeSync("gerrit.raw"); err != nil {
 			t.Fatal(err)
 		}
-		l := out.waitLine(t, "nats error")
+		l := waitLine(t, &out, "nats error")
 		if l["level"] != "ERROR" || !strings.Contains(l["err"].(string), `Permissions Violation for Subscription to "gerrit.raw"`) {
 			t.Errorf("error line %v; want ERROR naming the refused subscription", l)
 		}
-		if strings.Contains(out.buf.String(), "svc-pw") {
+		if strings.Contains(out.String(), "svc-pw") {
 			t.Error("the log holds the password")
 		}
 	})

@@ -1,16 +1,16 @@
 package kinesislocal
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 )
 
 // A port taken between picking and binding: the emulator exits with
@@ -34,7 +34,7 @@ func TestStartRetriesPortInUse(t *testing.T) {
 	}
 	defer func() { pickPorts = freePorts }()
 
-	var log syncBuffer
+	var log servicetest.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	e, err := Start(ctx, Options{Streams: map[string]int{"s": 1}, Log: &log})
@@ -122,21 +122,4 @@ func TestNewClient(t *testing.T) {
 	if o := c.Options(); o.Region != "eu-west-1" || o.BaseEndpoint != nil || o.Retryer.MaxAttempts() != 5 {
 		t.Errorf("options: region %s, endpoint %v, attempts %d", o.Region, o.BaseEndpoint, o.Retryer.MaxAttempts())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,12 +3,14 @@
 package servicetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -93,3 +95,23 @@ func ready(addr string) bool {
 
 // Env returns a getenv over m.
 func Env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// Buffer is a bytes.Buffer that a service's goroutines (or a child process's
+// output) may write while the test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

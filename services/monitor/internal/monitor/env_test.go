@@ -1,7 +1,6 @@
 package monitor_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/jenkins"
 	"github.com/gerritflow/gerritflow/pkg/jenkinssim"
 	"github.com/gerritflow/gerritflow/pkg/natstest"
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
@@ -115,7 +115,7 @@ func (e *env) replica(mod func(*config.Config)) *replica {
 	if mod != nil {
 		mod(cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &servicetest.Buffer{}
 	spans := tracetest.NewInMemoryExporter()
 	tel, err := telemetry.Start(context.Background(), "monitor", config.Otel{}, "127.0.0.1:0",
 		telemetry.WithLogOutput(logs), telemetry.WithSpanExporter(spans))
@@ -367,21 +367,4 @@ func (e *env) waitState(key string, want build.State) build.Build {
 func (e *env) queueItemGone(id int64) bool {
 	_, err := e.jk.QueueItem(context.Background(), id)
 	return errors.Is(err, jenkins.ErrNotFound)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

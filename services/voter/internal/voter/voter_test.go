@@ -26,6 +26,7 @@ import (
 	"github.com/gerritflow/gerritflow/pkg/gerrit"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
 	"github.com/gerritflow/gerritflow/pkg/natstest"
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 	"github.com/gerritflow/gerritflow/pkg/stage"
 	"github.com/gerritflow/gerritflow/pkg/subject"
 	"github.com/gerritflow/gerritflow/pkg/telemetry"
@@ -45,7 +46,7 @@ type fixture struct {
 	g                  *gerritsim.Server
 	gc                 *gerrit.Client
 	sets, builds, vote jetstream.KeyValue
-	logs               *syncBuffer
+	logs               *servicetest.Buffer
 	spans              *tracetest.InMemoryExporter
 }
 
@@ -57,7 +58,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, js: js, g: g, gc: gc, logs: &syncBuffer{}, spans: tracetest.NewInMemoryExporter()}
+	f := &fixture{t: t, js: js, g: g, gc: gc, logs: &servicetest.Buffer{}, spans: tracetest.NewInMemoryExporter()}
 	f.sets, f.builds, f.vote = f.kv(streams.BucketBuildSets), f.kv(streams.BucketBuilds), f.kv(streams.BucketVotes)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -664,21 +665,4 @@ func tracerOf(t *testing.T, f *fixture) trace.Tracer {
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	return tel.Tracer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
