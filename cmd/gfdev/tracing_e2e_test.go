@@ -305,6 +305,8 @@ type span struct {
 	start, end                time.Time
 	attrs                     map[string]string
 	links                     []spanRef
+	status                    tracepb.Status_StatusCode
+	events                    []string // names, e.g. "exception"
 }
 
 type spanRef struct{ traceID, spanID string }
@@ -323,6 +325,7 @@ type otlpReceiver struct {
 	url string
 	mu  sync.Mutex
 	all []*span
+	raw [][]byte // every export request, decompressed protobuf
 	n   int
 }
 
@@ -354,7 +357,7 @@ func startOTLPReceiver(t *testing.T) *otlpReceiver {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		r.add(&export)
+		r.add(&export, data)
 		resp, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		w.Write(resp)
@@ -365,10 +368,12 @@ func startOTLPReceiver(t *testing.T) *otlpReceiver {
 	return r
 }
 
-func (r *otlpReceiver) add(req *coltracepb.ExportTraceServiceRequest) {
+// add keeps the spans of an export request, and the request's bytes.
+func (r *otlpReceiver) add(req *coltracepb.ExportTraceServiceRequest, raw []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.n++
+	r.raw = append(r.raw, raw)
 	for _, rs := range req.GetResourceSpans() {
 		service := attrMap(rs.GetResource().GetAttributes())["service.name"]
 		for _, ss := range rs.GetScopeSpans() {
@@ -377,7 +382,10 @@ func (r *otlpReceiver) add(req *coltracepb.ExportTraceServiceRequest) {
 					service: service, name: s.GetName(), kind: s.GetKind(),
 					traceID: hex.EncodeToString(s.GetTraceId()), spanID: hex.EncodeToString(s.GetSpanId()),
 					start: time.Unix(0, int64(s.GetStartTimeUnixNano())), end: time.Unix(0, int64(s.GetEndTimeUnixNano())),
-					attrs: attrMap(s.GetAttributes()),
+					attrs: attrMap(s.GetAttributes()), status: s.GetStatus().GetCode(),
+				}
+				for _, e := range s.GetEvents() {
+					sp.events = append(sp.events, e.GetName())
 				}
 				if len(s.GetParentSpanId()) > 0 {
 					sp.parentID = hex.EncodeToString(s.GetParentSpanId())
@@ -395,6 +403,15 @@ func (r *otlpReceiver) spans() []*span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*span(nil), r.all...)
+}
+
+// rawRequests returns every export request received, as protobuf bytes:
+// protobuf stores strings verbatim, so a substring search over them covers
+// span names, attributes, events, status messages, links and resources.
+func (r *otlpReceiver) rawRequests() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.raw...)
 }
 
 func (r *otlpReceiver) requests() int {

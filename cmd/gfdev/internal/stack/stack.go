@@ -83,6 +83,11 @@ type Options struct {
 	// for the services. With ServiceNATS set and ViewerNATS nil, the viewers
 	// are not started: the server has users and none is named for them.
 	ViewerNATS func(viewer, clientURL string) string
+	// Env is extra environment ("KEY=value") of every process the stack
+	// starts, after the stack's own: a key set here wins (e.g. other AWS keys
+	// than the emulator's "local", or a NATS password for nats.password_env).
+	// The stack's own clients of the emulator and the simulators do not use it.
+	Env []string
 }
 
 // DevJobs are the jobs of the demo: a voting unit-test job and a non-voting lint job.
@@ -326,6 +331,7 @@ func (s *Stack) startProc(ctx context.Context, name string, i int) error {
 			"JENKINS_TOKEN="+JenkinsToken, "GERRIT_HTTP_PASSWORD="+GerritPassword,
 			"AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local"),
 	}
+	p.env = append(p.env, s.opts.Env...) // exec uses the last value of a key
 	// Each process has its own config: its own listen address, and its own
 	// NATS identity when the server has users.
 	data, err := os.ReadFile(s.Config)
