@@ -177,6 +177,9 @@ func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build
 		job = c.Job
 	}
 	if set.State == build.SetSuperseded || set.State == build.SetAbandoned || set.State == build.SetClosed {
+		if outs, found, err := v.settleLeft(ctx, m, set, log); found {
+			return outs, err
+		}
 		v.votesTotal.WithLabelValues(set.State).Inc()
 		log.InfoContext(ctx, "no vote", telemetry.KeyDecision, "skip", telemetry.KeyReason, "build set "+set.State, telemetry.KeyJob, job)
 		return nil, nil
@@ -210,6 +213,42 @@ func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build
 		return nil, err
 	}
 	return []stage.Out{output(rec, m)}, nil
+}
+
+// settleLeft settles the votes record that a build set no longer owed a vote
+// may still have. A replica that posted the review and died before recording
+// it left its claim "posting"; if the patch set was superseded or the change
+// closed before the redelivery, the set is no longer running, and without
+// this the claim would stay "posting" for good and the review on Gerrit would
+// never be announced. The claim is settled as a running set's would be (a
+// live claimant is waited for; a dead one's review is looked for by its
+// marker); what nobody posted is recorded skipped, never posted now. A record
+// already settled is announced again (its Msg-Id drops a duplicate), which
+// covers a replica that died between the record and the announcement.
+// found is false when the set has no votes record: nothing to settle.
+func (v *Voter) settleLeft(ctx context.Context, m stage.Msg, set build.Set, log *slog.Logger) (outs []stage.Out, found bool, err error) {
+	replay := m.Header.Get(bus.Replay)
+	key := VotesKey(set.ID, replay)
+	_, err = v.votes.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, true, fmt.Errorf("read vote %s: %w", key, err)
+	}
+	if !v.enter(key) {
+		return nil, true, fmt.Errorf("vote %s: %w by this replica", key, errBusy)
+	}
+	defer v.leave(key)
+	b := ballot{set: set, replay: replay, key: key, log: log}
+	rec, rev, settled, err := v.claim(ctx, b)
+	if err == nil && !settled {
+		rec, err = v.skip(ctx, b, rec, rev, set.State, "build set "+set.State)
+	}
+	if err != nil {
+		return nil, true, err
+	}
+	return []stage.Out{output(rec, m)}, true, nil
 }
 
 // VotesKey is the key of set's vote in the votes bucket: the build set id,

@@ -593,6 +593,70 @@ func TestSkipsSupersededAndAbandonedSets(t *testing.T) {
 	}
 }
 
+// TestLeftClaimOfAClosedSet: a replica posted the review and died before
+// recording it, and the patch set was superseded before the redelivery. The
+// claim it left is settled all the same: the review found on Gerrit is
+// recorded and announced, a claim with nothing on Gerrit is recorded skipped
+// (nothing is posted for a superseded set), a live claimant is waited for, and
+// a record settled before is announced again.
+func TestLeftClaimOfAClosedSet(t *testing.T) {
+	tests := []struct {
+		name        string
+		state       string // of the votes record left behind
+		age         time.Duration
+		onGerrit    bool
+		wantErr     bool // transient
+		wantReviews int
+		wantState   string
+	}{
+		{"stale claim, review on Gerrit", build.VotePosting, 10 * time.Minute, true, false, 1, build.VotePosted},
+		{"stale claim, nothing on Gerrit", build.VotePosting, 10 * time.Minute, false, false, 0, build.VoteSkipped},
+		{"fresh claim of another replica", build.VotePosting, 10 * time.Second, false, true, 0, build.VotePosting},
+		{"posted, not announced", build.VotePosted, time.Minute, true, false, 1, build.VotePosted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			v := f.voter(testVote())
+			n, shas := f.upload(2)
+			set := f.seed(n, 1, shas[0], "unit:SUCCESS")
+			f.put(f.vote, set.ID, build.Vote{BuildSet: set.ID, Project: project, Change: n, PatchSet: 1, Revision: shas[0],
+				State: tt.state, Owner: "vm/1/dead", Claimed: time.Now().Add(-tt.age)})
+			if tt.onGerrit {
+				if err := f.gc.Review(context.Background(), project, n, shas[0], gerrit.Review{
+					Message: "Build Successful\n\n" + Marker(set.ID, ""), Labels: map[string]int{"Verified": 1}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set.State = build.SetSuperseded // patch set 2 came before the redelivery
+			f.put(f.sets, set.ID, set)
+
+			outs, err := v.Handle(context.Background(), f.completed(set, "unit", ""))
+			switch {
+			case tt.wantErr:
+				if err == nil || stage.IsPermanent(err) {
+					t.Errorf("Handle = %v; want a transient error", err)
+				}
+			case err != nil || len(outs) != 1:
+				t.Fatalf("Handle = %v, %v; want one output", outs, err)
+			default:
+				if outs[0].Subject != subject.VotesPosted || outs[0].MsgID != "vote."+set.ID {
+					t.Errorf("output on %s, Msg-Id %q; want %s, vote.%s", outs[0].Subject, outs[0].MsgID, subject.VotesPosted, set.ID)
+				}
+				if got := decodeVote(t, outs[0]); got.State != tt.wantState {
+					t.Errorf("announced state = %q; want %q", got.State, tt.wantState)
+				}
+			}
+			if got := f.g.ReviewsFor(n); len(got) != tt.wantReviews {
+				t.Errorf("Gerrit has %d reviews; want %d", len(got), tt.wantReviews)
+			}
+			if rec, _ := f.record(set.ID); rec.State != tt.wantState {
+				t.Errorf("votes/%s state = %q; want %q", set.ID, rec.State, tt.wantState)
+			}
+		})
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	f := newFixture(t)
 	v := f.voter(testVote())
