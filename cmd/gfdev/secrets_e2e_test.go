@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/gerritflow/gerritflow/cmd/gfdev/internal/stack"
 	"github.com/gerritflow/gerritflow/deploy/natsauth"
 	"github.com/gerritflow/gerritflow/pkg/gerritsim"
+	"github.com/gerritflow/gerritflow/pkg/servicetest"
 	"github.com/gerritflow/gerritflow/streams"
 )
 
@@ -87,15 +87,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			if err := s.Stop(); err != nil {
-				t.Errorf("stack did not stop cleanly: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
+	stop := stopper(t, s)
 	s.ScriptJenkins(300 * time.Millisecond)
 
 	t.Run("every process logs in with the NATS password", func(t *testing.T) {
@@ -218,7 +210,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				cfg := strings.Replace(string(shared), natsLine, "nats: "+tc.nats, 1)
 				// Its own listen address: the running parser holds the shared one.
-				cfg = strings.Replace(cfg, fmt.Sprintf("parser: %q", s.Listen["parser"][0]), fmt.Sprintf("parser: %q", freeLoopback(t)), 1)
+				cfg = strings.Replace(cfg, fmt.Sprintf("parser: %q", s.Listen["parser"][0]), fmt.Sprintf("parser: %q", servicetest.FreeAddr(t)), 1)
 				path := filepath.Join(t.TempDir(), "parser.yaml")
 				if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 					t.Fatal(err)
@@ -328,17 +320,6 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			find(t, fmt.Sprintf("span export request %d", i), raw)
 		}
 	})
-}
-
-// freeLoopback returns a loopback address that was free a moment ago.
-func freeLoopback(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // storedMsg is one stored message, headers and body.

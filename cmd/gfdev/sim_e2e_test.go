@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,7 +33,7 @@ import (
 // revision and the admin API shows it; SIGTERM (ctx) stops it cleanly.
 func TestSimCommand(t *testing.T) {
 	em := kinesislocal.StartT(t, map[string]int{"gerrit-events": 1})
-	jenkinsAddr, gerritAddr := freePort(t), freePort(t)
+	jenkinsAddr, gerritAddr := servicetest.FreeAddr(t), servicetest.FreeAddr(t)
 	cfgPath := filepath.Join(t.TempDir(), "gerritflow.yaml")
 	cfg := fmt.Sprintf(`nats: { url: nats://127.0.0.1:4222 }
 kinesis: { stream: gerrit-events, region: us-east-1, endpoint: %q, access_key_env: AWS_ACCESS_KEY_ID, secret_key_env: AWS_SECRET_ACCESS_KEY }
@@ -181,16 +180,6 @@ jobs: [ { name: unit, jenkins_job: unit, events: [ { type: patchset-created } ],
 	if err := runSim(context.Background(), nil, io.Discard, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "--config") {
 		t.Errorf("gfdev sim without a config = %v; want an error asking for --config", err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func waitHTTP(t *testing.T, ctx context.Context, url string, done <-chan error) {

@@ -48,15 +48,7 @@ func TestOneChangeIsOneTrace(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start stack: %v", err)
 	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			if err := s.Stop(); err != nil {
-				t.Errorf("stack did not stop cleanly: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
+	stop := stopper(t, s)
 	s.ScriptJenkins(300 * time.Millisecond)
 
 	c, _ := uploadEvent(t, s, gerritsim.Upload{Project: "platform/core", Branch: "main", Subject: "Follow me in Jaeger"})
@@ -438,4 +430,19 @@ func attrMap(kvs []*commonpb.KeyValue) map[string]string {
 		}
 	}
 	return m
+}
+
+// stopper returns the stop of s, run at most once: by the test, when it needs
+// every process flushed and ended, or at cleanup.
+func stopper(t *testing.T, s *stack.Stack) func() {
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			if err := s.Stop(); err != nil {
+				t.Errorf("stack did not stop cleanly: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

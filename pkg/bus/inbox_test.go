@@ -47,28 +47,14 @@ func (l *violationLog) all() []string {
 // inbox prefix only (_INBOX_<user>.>), as deploy/nats/permissions.conf has it.
 func inboxServer(t *testing.T, users ...string) (*server.Server, *violationLog) {
 	t.Helper()
-	opts := &server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
-		JetStream: true, StoreDir: t.TempDir(),
-	}
+	opts := &server.Options{}
 	for _, u := range users {
 		opts.Users = append(opts.Users, &server.User{Username: u, Password: u + "-pw", Permissions: &server.Permissions{
 			Publish:   &server.SubjectPermission{Allow: []string{"orders.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>"}},
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_" + u + ".>"}},
 		}})
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := &violationLog{}
-	ns.SetLoggerV2(log, false, false, false)
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns, log
+	return startServer(t, opts)
 }
 
 // TestConnectUsesTheUsersInbox shows that a user allowed to subscribe only

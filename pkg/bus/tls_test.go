@@ -106,6 +106,27 @@ func servicePermissions(inbox string) *server.Permissions {
 	}
 }
 
+// worksAs connects with c, expects its inbox prefix to be inbox, does a
+// service's JetStream work under name, and expects no permission violation.
+func worksAs(t *testing.T, c config.NATS, inbox, name string, log *violationLog) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, err := bus.Connect(ctx, c, "test")
+	if err != nil {
+		t.Fatalf("Connect (%s) = %v", name, err)
+	}
+	if got := js.Conn().Opts.InboxPrefix; got != inbox {
+		t.Errorf("inbox prefix %q; want %s from nats.inbox_prefix_env", got, inbox)
+	}
+	useJetStream(ctx, t, js, name)
+	js.Conn().Close()
+	time.Sleep(100 * time.Millisecond) // let asynchronous violations arrive
+	if v := log.all(); len(v) > 0 {
+		t.Errorf("permission violations:\n%s", strings.Join(v, "\n"))
+	}
+}
+
 // startServer runs a JetStream nats-server with opts completed, and its
 // permission violations recorded.
 func startServer(t *testing.T, opts *server.Options) (*server.Server, *violationLog) {
@@ -222,21 +243,7 @@ func TestConnectClientCertificate(t *testing.T) {
 	t.Setenv("GF_TEST_NATS_INBOX", "_INBOX_parser")
 	parser := config.NATS{URL: url, CAFile: ca.file, CertFile: parserCert, KeyFile: parserKey, InboxPrefixEnv: "GF_TEST_NATS_INBOX"}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	js, err := bus.Connect(ctx, parser, "test")
-	if err != nil {
-		t.Fatalf("Connect with the parser's certificate = %v", err)
-	}
-	if got := js.Conn().Opts.InboxPrefix; got != "_INBOX_parser" {
-		t.Errorf("inbox prefix %q; want _INBOX_parser from nats.inbox_prefix_env", got)
-	}
-	useJetStream(ctx, t, js, "cert")
-	js.Conn().Close()
-	time.Sleep(100 * time.Millisecond) // let asynchronous violations arrive
-	if v := log.all(); len(v) > 0 {
-		t.Errorf("permission violations:\n%s", strings.Join(v, "\n"))
-	}
+	worksAs(t, parser, "_INBOX_parser", "cert", log)
 
 	t.Run("without its inbox prefix", func(t *testing.T) {
 		c := parser
@@ -333,21 +340,7 @@ func TestConnectCredsFile(t *testing.T) {
 	t.Setenv("GF_TEST_NATS_INBOX", "_INBOX_trigger")
 	trigger := config.NATS{URL: ns.ClientURL(), Creds: creds(accKP, "trigger", "_INBOX_trigger"), InboxPrefixEnv: "GF_TEST_NATS_INBOX"}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	js, err := bus.Connect(ctx, trigger, "test")
-	if err != nil {
-		t.Fatalf("Connect with the trigger's .creds = %v", err)
-	}
-	if got := js.Conn().Opts.InboxPrefix; got != "_INBOX_trigger" {
-		t.Errorf("inbox prefix %q; want _INBOX_trigger from nats.inbox_prefix_env", got)
-	}
-	useJetStream(ctx, t, js, "creds")
-	js.Conn().Close()
-	time.Sleep(100 * time.Millisecond)
-	if v := log.all(); len(v) > 0 {
-		t.Errorf("permission violations:\n%s", strings.Join(v, "\n"))
-	}
+	worksAs(t, trigger, "_INBOX_trigger", "creds", log)
 
 	t.Run("without its inbox prefix", func(t *testing.T) {
 		c := trigger

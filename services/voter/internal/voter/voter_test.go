@@ -194,6 +194,16 @@ func (f *fixture) record(key string) (build.Vote, bool) {
 	return v, true
 }
 
+// postedBefore posts set's review on Gerrit, marker included, as a replica
+// that died before recording it did.
+func (f *fixture) postedBefore(set build.Set) {
+	f.t.Helper()
+	if err := f.gc.Review(context.Background(), project, set.Change, set.Revision, gerrit.Review{
+		Message: "Build Successful\n\n" + Marker(set.ID, ""), Labels: map[string]int{"Verified": 1}}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 // handle calls Handle, failing the test on an error.
 func handle(t *testing.T, v *Voter, m stage.Msg) []stage.Out {
 	t.Helper()
@@ -548,10 +558,7 @@ func TestExistingClaims(t *testing.T) {
 			f.put(f.vote, set.ID, build.Vote{BuildSet: set.ID, Project: project, Change: n, PatchSet: 1, Revision: shas[0],
 				State: build.VotePosting, Owner: owner, Claimed: time.Now().Add(-tt.age)})
 			if tt.onGerrit {
-				if err := f.gc.Review(context.Background(), project, n, shas[0], gerrit.Review{
-					Message: "Build Successful\n\n" + Marker(set.ID, ""), Labels: map[string]int{"Verified": 1}}); err != nil {
-					t.Fatal(err)
-				}
+				f.postedBefore(set)
 			}
 			outs, err := v.Handle(context.Background(), f.completed(set, "unit", ""))
 			if tt.wantErr {
@@ -623,10 +630,7 @@ func TestLeftClaimOfAClosedSet(t *testing.T) {
 			f.put(f.vote, set.ID, build.Vote{BuildSet: set.ID, Project: project, Change: n, PatchSet: 1, Revision: shas[0],
 				State: tt.state, Owner: "vm/1/dead", Claimed: time.Now().Add(-tt.age)})
 			if tt.onGerrit {
-				if err := f.gc.Review(context.Background(), project, n, shas[0], gerrit.Review{
-					Message: "Build Successful\n\n" + Marker(set.ID, ""), Labels: map[string]int{"Verified": 1}}); err != nil {
-					t.Fatal(err)
-				}
+				f.postedBefore(set)
 			}
 			set.State = build.SetSuperseded // patch set 2 came before the redelivery
 			f.put(f.sets, set.ID, set)
