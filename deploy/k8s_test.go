@@ -2,8 +2,10 @@ package deploy
 
 import (
 	"net"
+	"net/url"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,6 +257,122 @@ func TestKubernetesCluster(t *testing.T) {
 	}
 }
 
+// TestKubernetesDemo checks the demo overlay: the base plus the Kinesis
+// emulator and the simulators, each address of the config reaching the
+// container that serves it, the simulators accepting the credentials the
+// services present, and a config that is the base's but for those addresses.
+func TestKubernetesDemo(t *testing.T) {
+	m := render(t, "overlays/demo")
+	checkKubernetes(t, m)
+	cfg := parseConfig(t, "demo ConfigMap", []byte(m.configMaps["gerritflow-config"].Data["gerritflow.yaml"]))
+	base := render(t, "base")
+	baseCfg := parseConfig(t, "base ConfigMap", []byte(base.configMaps["gerritflow-config"].Data["gerritflow.yaml"]))
+	// Nothing differs from the base's config but what points at the demo.
+	demoOnly := func(c config.Config) config.Config {
+		c.Kinesis.Endpoint, c.Kinesis.AccessKeyEnv, c.Kinesis.SecretKeyEnv, c.Kinesis.Start = "", "", "", ""
+		c.Jenkins.URL, c.Gerrit.URL, c.Status.GerritWebURL = "", "", ""
+		return c
+	}
+	if a, b := demoOnly(*cfg), demoOnly(*baseCfg); !reflect.DeepEqual(a, b) {
+		t.Errorf("the demo config differs from the base's beyond the demo's addresses:\ndemo %+v\nbase %+v", a, b)
+	}
+	if cfg.Kinesis.AccessKeyEnv == "" || cfg.Kinesis.SecretKeyEnv == "" {
+		t.Error("the demo config names no AWS keys: the bridge would look for AWS credentials in the pod")
+	}
+
+	sims, kinesis := m.deployments["sims"], m.deployments["kinesis"]
+	checkHardened(t, "Deployment sims", "sims", sims.Spec.Template.Spec)
+	checkHardened(t, "Deployment kinesis", "kinesis", kinesis.Spec.Template.Spec)
+	checkPodConfig(t, "Deployment sims", sims.Spec.Template.Spec)
+	sc := sims.Spec.Template.Spec.Containers[0]
+	if !strings.HasPrefix(sc.Image, "gerritflow/gfdev:") || len(sc.Args) == 0 || sc.Args[0] != "sim" {
+		t.Errorf("sims runs %s %v; want gerritflow/gfdev:<tag> sim", sc.Image, sc.Args)
+	}
+	kc := kinesis.Spec.Template.Spec.Containers[0]
+	if want := mustService(t, loadCompose(t, composeEnv(t)), "kinesis").Image; kc.Image != want {
+		t.Errorf("kinesis image %s; docker-compose.yml runs %s", kc.Image, want)
+	}
+	kenv := map[string]string{}
+	for _, e := range kc.Env {
+		kenv[e.Name] = e.Value
+	}
+	if stream, _, _ := strings.Cut(kenv["INITIALIZE_STREAMS"], ":"); stream != cfg.Kinesis.Stream {
+		t.Errorf("the emulator creates %q; kinesis.stream is %s", kenv["INITIALIZE_STREAMS"], cfg.Kinesis.Stream)
+	}
+
+	// Each address of the config is a Service port whose pods serve it.
+	for _, a := range []struct {
+		key, url string
+		d        appsv1.Deployment
+		served   string // the container's own idea of its port
+	}{
+		{"jenkins.url", cfg.Jenkins.URL, sims, argPort(t, sc.Args, "--jenkins-listen")},
+		{"gerrit.url", cfg.Gerrit.URL, sims, argPort(t, sc.Args, "--gerrit-listen")},
+		{"kinesis.endpoint", cfg.Kinesis.Endpoint, kinesis, kenv["KINESIS_MOCK_PLAIN_PORT"]},
+	} {
+		u, err := url.Parse(a.url)
+		if err != nil {
+			t.Fatalf("%s %q: %v", a.key, a.url, err)
+		}
+		host, _, _ := strings.Cut(u.Hostname(), ".") // a Service's short name, or <name>.gerritflow.svc...
+		svc, ok := m.services[host]
+		if !ok || !selectsMap(svc.Spec.Selector, a.d.Spec.Template.Labels) {
+			t.Errorf("%s %s: no Service %s selecting Deployment %s's pods", a.key, a.url, host, a.d.Name)
+			continue
+		}
+		target := ""
+		for _, p := range svc.Spec.Ports {
+			if strconv.Itoa(int(p.Port)) == u.Port() {
+				target = resolvePort(a.d.Spec.Template.Spec.Containers[0], p.TargetPort)
+			}
+		}
+		if target == "" || target != a.served {
+			t.Errorf("%s %s: Service %s sends port %s to container port %q; the container serves %s", a.key, a.url, host, u.Port(), target, a.served)
+		}
+	}
+
+	// The simulators accept exactly what the services present: the same
+	// Secret keys, and no NATS password (they do not use NATS).
+	secretOf := func(d appsv1.Deployment, name string) string {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			if e.Name == name && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				return e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		return ""
+	}
+	for _, c := range []struct{ env, svc string }{
+		{cfg.Jenkins.TokenEnv, "trigger"}, {cfg.Jenkins.TokenEnv, "monitor"}, {cfg.Gerrit.PasswordEnv, "voter"},
+		{cfg.Kinesis.AccessKeyEnv, "bridge"}, {cfg.Kinesis.SecretKeyEnv, "bridge"},
+	} {
+		if got, want := secretOf(sims, c.env), secretOf(m.deployments[c.svc], c.env); got == "" || got != want {
+			t.Errorf("sims takes $%s from %q; %s from %q", c.env, got, c.svc, want)
+		}
+	}
+	for _, e := range sc.Env {
+		if strings.Contains(e.Name, "NATS") {
+			t.Errorf("sims gets %s: it has no business with NATS", e.Name)
+		}
+	}
+	if sims.Spec.Replicas == nil || *sims.Spec.Replicas != 1 || sims.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Error("sims: want one replica, recreated (the simulators' state is in memory)")
+	}
+}
+
+// argPort is the port of the host:port after flag in args.
+func argPort(t *testing.T, args []string, flag string) string {
+	t.Helper()
+	i := slices.Index(args, flag)
+	if i < 0 || i+1 >= len(args) {
+		t.Fatalf("no %s in %v", flag, args)
+	}
+	_, port, err := net.SplitHostPort(args[i+1])
+	if err != nil {
+		t.Fatalf("%s %s: %v", flag, args[i+1], err)
+	}
+	return port
+}
+
 func checkKubernetes(t *testing.T, m *manifests) {
 	set := loadStreams(t)
 	cm, ok := m.configMaps["gerritflow-config"]
@@ -362,61 +480,12 @@ func checkKubernetes(t *testing.T, m *manifests) {
 // from env.
 func checkPod(t *testing.T, what, container string, p corev1.PodSpec, cfg *config.Config, natsUser string) {
 	t.Helper()
-	if p.SecurityContext == nil || p.SecurityContext.RunAsNonRoot == nil || !*p.SecurityContext.RunAsNonRoot ||
-		p.SecurityContext.RunAsUser == nil || *p.SecurityContext.RunAsUser == 0 {
-		t.Errorf("%s: the pod may run as root", what)
-	}
-	if p.AutomountServiceAccountToken == nil || *p.AutomountServiceAccountToken {
-		t.Errorf("%s: mounts a service account token", what)
-	}
-	if len(p.Containers) != 1 || p.Containers[0].Name != container {
-		t.Fatalf("%s: containers %v; want one named %s", what, p.Containers, container)
-	}
-	for _, c := range append(slices.Clone(p.InitContainers), p.Containers...) {
-		sc := c.SecurityContext
-		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
-			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-			sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || (sc.RunAsUser != nil && *sc.RunAsUser == 0) {
-			t.Errorf("%s: container %s is not non-root, read-only, without privileges", what, c.Name)
-		}
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			if _, ok := c.Resources.Requests[r]; !ok {
-				t.Errorf("%s: container %s has no %s request", what, c.Name, r)
-			}
-			if _, ok := c.Resources.Limits[r]; !ok {
-				t.Errorf("%s: container %s has no %s limit", what, c.Name, r)
-			}
-		}
-	}
+	checkHardened(t, what, container, p)
 	main := p.Containers[0]
 	if !strings.HasPrefix(main.Image, "gerritflow/"+container+":") {
 		t.Errorf("%s: image %s; want gerritflow/%s:<tag>", what, main.Image, container)
 	}
-	// --config names the ConfigMap's file, mounted read-only; no init
-	// container rewrites it.
-	if len(p.InitContainers) != 0 {
-		t.Errorf("%s: init containers %v; the shared config needs none", what, p.InitContainers)
-	}
-	cfgPath := ""
-	for i, a := range main.Args {
-		if a == "--config" && i+1 < len(main.Args) {
-			cfgPath = main.Args[i+1]
-		}
-	}
-	vol := map[string]corev1.Volume{}
-	for _, v := range p.Volumes {
-		vol[v.Name] = v
-	}
-	mounted := false
-	for _, m := range main.VolumeMounts {
-		if m.MountPath == filepath.Dir(cfgPath) {
-			v := vol[m.Name]
-			mounted = v.ConfigMap != nil && v.ConfigMap.Name == "gerritflow-config" && m.ReadOnly && filepath.Base(cfgPath) == "gerritflow.yaml"
-		}
-	}
-	if !mounted {
-		t.Errorf("%s: --config %q is not gerritflow.yaml of ConfigMap gerritflow-config, mounted read-only", what, cfgPath)
-	}
+	checkPodConfig(t, what, p)
 	// The NATS identity: NATS_USER literal, NATS_PASSWORD from the pod's own
 	// key of Secret gerritflow-nats; pkg/config reads them as it will in the pod.
 	env := map[string]corev1.EnvVar{}
@@ -456,6 +525,69 @@ func checkPod(t *testing.T, what, container string, p corev1.PodSpec, cfg *confi
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("%s: secret env %v; the config names %v", what, got, want)
+	}
+}
+
+// checkHardened checks what the restricted Pod Security Standard and the
+// deployment's own rules ask of a pod: one container named container, non-root,
+// read-only, without privileges, with requests and limits, no API token.
+func checkHardened(t *testing.T, what, container string, p corev1.PodSpec) {
+	t.Helper()
+	if p.SecurityContext == nil || p.SecurityContext.RunAsNonRoot == nil || !*p.SecurityContext.RunAsNonRoot ||
+		p.SecurityContext.RunAsUser == nil || *p.SecurityContext.RunAsUser == 0 {
+		t.Errorf("%s: the pod may run as root", what)
+	}
+	if p.AutomountServiceAccountToken == nil || *p.AutomountServiceAccountToken {
+		t.Errorf("%s: mounts a service account token", what)
+	}
+	if len(p.Containers) != 1 || p.Containers[0].Name != container {
+		t.Fatalf("%s: containers %v; want one named %s", what, p.Containers, container)
+	}
+	for _, c := range append(slices.Clone(p.InitContainers), p.Containers...) {
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+			sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || (sc.RunAsUser != nil && *sc.RunAsUser == 0) {
+			t.Errorf("%s: container %s is not non-root, read-only, without privileges", what, c.Name)
+		}
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			if _, ok := c.Resources.Requests[r]; !ok {
+				t.Errorf("%s: container %s has no %s request", what, c.Name, r)
+			}
+			if _, ok := c.Resources.Limits[r]; !ok {
+				t.Errorf("%s: container %s has no %s limit", what, c.Name, r)
+			}
+		}
+	}
+}
+
+// checkPodConfig checks that --config names gerritflow.yaml of the ConfigMap
+// gerritflow-config, mounted read-only, and that no init container rewrites it.
+func checkPodConfig(t *testing.T, what string, p corev1.PodSpec) {
+	t.Helper()
+	main := p.Containers[0]
+	if len(p.InitContainers) != 0 {
+		t.Errorf("%s: init containers %v; the shared config needs none", what, p.InitContainers)
+	}
+	cfgPath := ""
+	for i, a := range main.Args {
+		if a == "--config" && i+1 < len(main.Args) {
+			cfgPath = main.Args[i+1]
+		}
+	}
+	vol := map[string]corev1.Volume{}
+	for _, v := range p.Volumes {
+		vol[v.Name] = v
+	}
+	mounted := false
+	for _, m := range main.VolumeMounts {
+		if m.MountPath == filepath.Dir(cfgPath) {
+			v := vol[m.Name]
+			mounted = v.ConfigMap != nil && v.ConfigMap.Name == "gerritflow-config" && m.ReadOnly && filepath.Base(cfgPath) == "gerritflow.yaml"
+		}
+	}
+	if !mounted {
+		t.Errorf("%s: --config %q is not gerritflow.yaml of ConfigMap gerritflow-config, mounted read-only", what, cfgPath)
 	}
 }
 
