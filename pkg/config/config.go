@@ -630,12 +630,15 @@ func (n NATS) validate(bad func(key, format string, args ...any)) {
 		bad("nats.inbox_prefix_env", "set nats.inbox_prefix or nats.inbox_prefix_env, not both")
 	}
 	if n.InboxPrefix != "" && !literalSubject(n.InboxPrefix) {
-		bad("nats.inbox_prefix", "%q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)
+		bad("nats.inbox_prefix", "%q "+notLiteral, n.InboxPrefix)
 	}
 }
 
 // DefaultInbox is nats.go's inbox prefix, used when no user logs in.
 const DefaultInbox = "_INBOX"
+
+// notLiteral is why an inbox prefix is refused.
+const notLiteral = "is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)"
 
 // Inbox returns the inbox prefix of the connection (see NATS): nats.inbox_prefix,
 // or the value of the variable nats.inbox_prefix_env names, or _INBOX_<user>,
@@ -648,13 +651,13 @@ func (n NATS) Inbox(user string, getenv func(string) string) (string, error) {
 		case v == "":
 			return "", fmt.Errorf("nats.inbox_prefix_env: environment variable %s is empty or unset", n.InboxPrefixEnv)
 		case !literalSubject(v):
-			return "", fmt.Errorf("nats.inbox_prefix_env: %s=%q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefixEnv, v)
+			return "", fmt.Errorf("nats.inbox_prefix_env: %s=%q "+notLiteral, n.InboxPrefixEnv, v)
 		}
 		return v, nil
 	}
 	if n.InboxPrefix != "" {
 		if !literalSubject(n.InboxPrefix) {
-			return "", fmt.Errorf("nats.inbox_prefix: %q is not a subject of literal tokens (no *, >, spaces, empty tokens or trailing dot)", n.InboxPrefix)
+			return "", fmt.Errorf("nats.inbox_prefix: %q "+notLiteral, n.InboxPrefix)
 		}
 		return n.InboxPrefix, nil
 	}

@@ -220,28 +220,27 @@ func (v *Voter) decide(ctx context.Context, m stage.Msg, set build.Set, c *build
 // it left its claim "posting"; if the patch set was superseded or the change
 // closed before the redelivery, the set is no longer running, and without
 // this the claim would stay "posting" for good and the review on Gerrit would
-// never be announced. The claim is settled as a running set's would be (a
-// live claimant is waited for; a dead one's review is looked for by its
-// marker); what nobody posted is recorded skipped, never posted now. A record
-// already settled is announced again (its Msg-Id drops a duplicate), which
-// covers a replica that died between the record and the announcement.
+// never be announced. The claim is settled as a running set's would be
+// (settle); what nobody posted is recorded skipped, never posted now. A
+// record already settled is announced again (its Msg-Id drops a duplicate),
+// which covers a replica that died between the record and the announcement.
 // found is false when the set has no votes record: nothing to settle.
 func (v *Voter) settleLeft(ctx context.Context, m stage.Msg, set build.Set, log *slog.Logger) (outs []stage.Out, found bool, err error) {
 	replay := m.Header.Get(bus.Replay)
 	key := VotesKey(set.ID, replay)
-	_, err = v.votes.Get(ctx, key)
+	if !v.enter(key) {
+		return nil, true, fmt.Errorf("vote %s: %w by this replica", key, errBusy)
+	}
+	defer v.leave(key)
+	e, err := v.votes.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return nil, false, nil
 	case err != nil:
 		return nil, true, fmt.Errorf("read vote %s: %w", key, err)
 	}
-	if !v.enter(key) {
-		return nil, true, fmt.Errorf("vote %s: %w by this replica", key, errBusy)
-	}
-	defer v.leave(key)
 	b := ballot{set: set, replay: replay, key: key, log: log}
-	rec, rev, settled, err := v.claim(ctx, b)
+	rec, rev, settled, err := v.settle(ctx, b, e)
 	if err == nil && !settled {
 		rec, err = v.skip(ctx, b, rec, rev, set.State, "build set "+set.State)
 	}
@@ -389,11 +388,7 @@ func (v *Voter) leave(key string) {
 // and the revision to Update it with; settled means there is nothing left to
 // do (posted or skipped before, or found on Gerrit) and rec is the outcome.
 func (v *Voter) claim(ctx context.Context, b ballot) (rec build.Vote, rev uint64, settled bool, err error) {
-	rec = build.Vote{
-		BuildSet: b.set.ID, Replay: b.replay, Project: b.set.Project, Change: b.set.Change,
-		PatchSet: b.set.PatchSet, Revision: b.set.Revision,
-		State: build.VotePosting, Owner: v.owner, Claimed: v.now().UTC(),
-	}
+	rec = v.newClaim(b)
 	rev, err = v.votes.Create(ctx, b.key, build.Encode(rec))
 	if err == nil {
 		return rec, rev, false, nil
@@ -405,6 +400,25 @@ func (v *Voter) claim(ctx context.Context, b ballot) (rec build.Vote, rev uint64
 	if err != nil { // deleted in between (a claim released): redeliver and claim again
 		return rec, 0, false, fmt.Errorf("read vote %s: %w", b.key, err)
 	}
+	return v.settle(ctx, b, e)
+}
+
+// newClaim is this process's "posting" record of b, as of now.
+func (v *Voter) newClaim(b ballot) build.Vote {
+	return build.Vote{
+		BuildSet: b.set.ID, Replay: b.replay, Project: b.set.Project, Change: b.set.Change,
+		PatchSet: b.set.PatchSet, Revision: b.set.Revision,
+		State: build.VotePosting, Owner: v.owner, Claimed: v.now().UTC(),
+	}
+}
+
+// settle decides on the votes record e that b found: settled before (nothing
+// to do), a live claim of another replica (errBusy: the redelivery waits for
+// it), or a claim whose holder may have posted and died — its review found on
+// Gerrit is recorded posted, otherwise this process takes the claim over.
+// Like claim, it returns the record and the revision to Update it with.
+func (v *Voter) settle(ctx context.Context, b ballot, e jetstream.KeyValueEntry) (rec build.Vote, rev uint64, settled bool, err error) {
+	rec = v.newClaim(b)
 	var old build.Vote
 	if err := build.Decode(e.Value(), &old); err != nil {
 		return rec, 0, false, stage.Permanent(fmt.Errorf("read vote %s: %w", b.key, err))
